@@ -1,0 +1,55 @@
+# Two-command quickstart: `make demo` and `make test` each create/refresh the
+# virtual environment, install everything, then run.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mpq-installed
+# Debian packages needed at run time (none yet: Pillow, PyAV and soundfile wheels bundle their codecs)
+APT_RUNTIME :=
+# Debian packages needed only to regenerate the committed demo audio
+APT_DEMO_DATA := flite fluidsynth fluid-soundfont-gm
+DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+PORT ?= 3000
+
+.PHONY: install system-deps demo test lint dev demo-data clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.cfg
+	@$(MAKE) --no-print-directory system-deps PKGS="$(APT_RUNTIME)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+# Installs the Debian packages in PKGS that are missing (as root, or through sudo).
+system-deps:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+demo: install
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/mpq demo
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check mpq_assets mpq_assets_tests scripts
+
+dev: install
+	@mkdir -p $(DAGSTER_HOME)
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+
+# Regenerates data/demo_speech and data/demo_music (the committed files are what this makes).
+demo-data: install
+	@$(MAKE) --no-print-directory system-deps PKGS="$(APT_DEMO_DATA)"
+	$(BIN)/python -m pip install -q -e '.[demo-data]'
+	$(BIN)/python scripts/generate_demo_audio.py
+
+clean:
+	rm -rf data/mpq.duckdb data/mpq.duckdb.wal data/artifacts data/reports data/dagster_home

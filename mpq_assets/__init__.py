@@ -1,0 +1,3 @@
+"""MPQ: machine perceptual quality as a Dagster asset platform."""
+
+__version__ = "0.1.0"

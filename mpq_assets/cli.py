@@ -1,0 +1,74 @@
+"""``mpq``: the command line (demo, codec list, read-only SQL)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mpq_assets.codecs import RATIOS, codec_classes
+from mpq_assets.settings import load_settings
+from mpq_assets.store import ResultsStore
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mpq_assets.demo import DEMO_EXPERIMENTS, run_demo
+
+    run_demo(args.experiments or DEMO_EXPERIMENTS, codecs=args.codecs, bitrates=args.bitrates)
+    return 0
+
+
+def _cmd_codecs(args: argparse.Namespace) -> int:
+    for name, cls in codec_classes().items():
+        print(f"{name:8} {cls.modality:6} {cls.extension:6} {cls.description}")
+    return 0
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    db = Path(args.db) if args.db else settings.db_path
+    if not db.exists():
+        print(f"no results database at {db}; run `make demo` first", file=sys.stderr)
+        return 2
+    df = ResultsStore(db).query(args.sql)
+    if args.format == "csv":
+        df.to_csv(args.output or sys.stdout, index=False)
+    elif args.format == "parquet":
+        if not args.output:
+            print("--format parquet needs --output FILE", file=sys.stderr)
+            return 2
+        df.to_parquet(args.output, index=False)
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200):
+            print(df.to_string(index=False) if len(df) else "(no rows)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpq", description="Machine perceptual quality platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="materialise the embedded offline demo and print the summary")
+    demo.add_argument("--experiments", nargs="*", help="default: all demo experiments")
+    demo.add_argument("--codecs", nargs="*", help="default: every registered codec of each modality")
+    demo.add_argument("--bitrates", nargs="*", choices=RATIOS, help="default: the whole ratio grid")
+    demo.set_defaults(func=_cmd_demo)
+    codecs = sub.add_parser("codecs", help="list registered codecs (built-ins and mpq.codecs plugins)")
+    codecs.set_defaults(func=_cmd_codecs)
+    query = sub.add_parser("query", help="run SQL against the results database, read-only")
+    query.add_argument("sql")
+    query.add_argument("--db", help="DuckDB file (default: settings)")
+    query.add_argument("--format", choices=["table", "csv", "parquet"], default="table")
+    query.add_argument("--output", help="file for csv/parquet output")
+    query.set_defaults(func=_cmd_query)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""The codec registry: one table from public names to codec classes, plus plugins.
+
+Third-party packages add codecs through the ``mpq.codecs`` entry-point group::
+
+    [project.entry-points."mpq.codecs"]
+    mycodec = "my_package.codecs:MyCodec"
+
+Adding a built-in is one line in ``BUILTIN_CODECS``; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+
+from mpq_assets.codecs.audio_av import Aac, Mp3, Opus
+from mpq_assets.codecs.base import Codec, Modality
+from mpq_assets.codecs.image_pillow import Avif, Jpeg, JpegXl, WebP
+
+ENTRY_POINT_GROUP = "mpq.codecs"
+log = logging.getLogger(__name__)
+
+BUILTIN_CODECS: dict[str, type[Codec]] = {
+    "jpeg": Jpeg,
+    "webp": WebP,
+    "avif": Avif,
+    "jxl": JpegXl,
+    "mp3": Mp3,
+    "opus": Opus,
+    "aac": Aac,
+}
+
+
+def _plugin_codecs() -> dict[str, type[Codec]]:
+    found: dict[str, type[Codec]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, Codec)):
+                raise TypeError(f"{ep.value} is not a subclass of mpq_assets.codecs.Codec")
+            cls.validate()
+        except Exception as exc:  # one broken plugin must not hide the others
+            log.warning("skipping codec plugin %r from entry point %s: %s", ep.name, ep.value, exc)
+            continue
+        if cls.name in BUILTIN_CODECS or cls.name in found:
+            log.warning("skipping codec plugin %r: the name %r is already registered", ep.value, cls.name)
+            continue
+        found[cls.name] = cls
+    return found
+
+
+def codec_classes(modality: Modality | None = None) -> dict[str, type[Codec]]:
+    """Every usable codec (built-ins whose libraries are installed, then plugins), by name."""
+    table = {**BUILTIN_CODECS, **_plugin_codecs()}
+    return {
+        name: cls
+        for name, cls in sorted(table.items())
+        if (modality is None or cls.modality == modality) and cls.available()
+    }
+
+
+def codec_names(modality: Modality | None = None) -> list[str]:
+    return list(codec_classes(modality))
+
+
+def get_codec(name: str) -> Codec:
+    """Instantiate a codec by name, with an error listing the known names."""
+    table = codec_classes()
+    if name not in table:
+        raise KeyError(f"unknown codec {name!r}; known codecs: {', '.join(table) or 'none'}")
+    return table[name]()

@@ -1,0 +1,131 @@
+"""The embedded offline demo datasets (no hub needed).
+
+- ``demo_images``: photos that scikit-image, scikit-learn and matplotlib ship,
+  hand-labelled with ImageNet class names where the class is obvious
+  (several acceptable names separated by ``|``).
+- ``demo_speech``: flite-synthesised sentences at 48 kHz mono with exact
+  transcripts (``data/demo_speech``, made by ``scripts/generate_demo_audio.py``).
+- ``demo_music``: Bach chorale excerpts rendered per voice (``data/demo_music``);
+  the item is the mixture, the stems are listed in ``extra``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from mpq_assets.codecs.base import Modality
+from mpq_assets.datasets.base import Dataset, ItemSource, check_item_id
+from mpq_assets.media.audio import load_audio
+from mpq_assets.media.image import load_image, to_rgb8
+from mpq_assets.settings import load_settings
+from mpq_assets.storage_paths import safe_join
+
+
+def _skimage(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+        from PIL import Image
+
+        arr = getattr(skimage.data, name)()
+        return to_rgb8(Image.fromarray(arr))
+
+    return load
+
+
+def _sklearn(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from sklearn.datasets import load_sample_image
+
+        return np.ascontiguousarray(load_sample_image(name))
+
+    return load
+
+
+def _matplotlib(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import matplotlib
+
+        return load_image(Path(matplotlib.get_data_path()) / "sample_data" / name)
+
+    return load
+
+
+# item_id -> (source, loader, ImageNet label(s) or None)
+DEMO_IMAGES: dict[str, tuple[str, Callable[[], np.ndarray], str | None]] = {
+    "astronaut": ("skimage.data.astronaut", _skimage("astronaut"), None),
+    "chelsea": ("skimage.data.chelsea", _skimage("chelsea"), "tabby|tiger cat|Egyptian cat"),
+    "coffee": ("skimage.data.coffee", _skimage("coffee"), "espresso|cup"),
+    "rocket": ("skimage.data.rocket", _skimage("rocket"), "missile|projectile"),
+    "clock": ("skimage.data.clock", _skimage("clock"), "analog clock|wall clock"),
+    "camera": ("skimage.data.camera", _skimage("camera"), None),
+    "coins": ("skimage.data.coins", _skimage("coins"), None),
+    "immunohistochemistry": ("skimage.data.immunohistochemistry", _skimage("immunohistochemistry"), None),
+    "china": ("sklearn china.jpg", _sklearn("china.jpg"), None),
+    "flower": ("sklearn flower.jpg", _sklearn("flower.jpg"), None),
+    "grace_hopper": ("matplotlib grace_hopper.jpg", _matplotlib("grace_hopper.jpg"), "military uniform"),
+}
+
+
+class DemoImages(Dataset):
+    modality: ClassVar[Modality] = "image"
+
+    def items(self) -> Iterator[ItemSource]:
+        for item_id, (source, load, label) in DEMO_IMAGES.items():
+            yield ItemSource(item_id, source, load, label=label)
+
+
+class DemoSpeech(Dataset):
+    """48 kHz mono TTS sentences; label = exact transcript."""
+
+    modality: ClassVar[Modality] = "audio"
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root else load_settings().demo_data_dir / "demo_speech"
+
+    def items(self) -> Iterator[ItemSource]:
+        table = self.root / "transcripts.csv"
+        if not table.exists():
+            raise FileNotFoundError(f"{table} is missing; run scripts/generate_demo_audio.py --only speech")
+        with table.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                item_id = check_item_id(row["item_id"])
+                path = safe_join(self.root, f"{item_id}.flac")
+                yield ItemSource(
+                    item_id,
+                    f"demo_speech/{item_id}.flac (flite voice {row['voice']})",
+                    lambda p=path: load_audio(p),
+                    label=row["text"],
+                    extra={"voice": row["voice"]},
+                )
+
+
+class DemoMusic(Dataset):
+    """Bach chorale mixtures; ``extra`` maps each stem name to its FLAC file."""
+
+    modality: ClassVar[Modality] = "audio"
+    stems: ClassVar[tuple[str, ...]] = ("soprano", "alto", "tenor", "bass")
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root else load_settings().demo_data_dir / "demo_music"
+
+    def items(self) -> Iterator[ItemSource]:
+        table = self.root / "tracks.csv"
+        if not table.exists():
+            raise FileNotFoundError(f"{table} is missing; run scripts/generate_demo_audio.py --only music")
+        with table.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                track = check_item_id(row["track_id"])
+                mixture = safe_join(self.root, track, "mixture.flac")
+                stems = {s: str(safe_join(self.root, track, f"{s}.flac")) for s in self.stems}
+                yield ItemSource(
+                    track,
+                    f"demo_music/{track} ({row.get('title', '')})",
+                    lambda p=mixture: load_audio(p),
+                    label=",".join(self.stems),
+                    extra=stems,
+                )

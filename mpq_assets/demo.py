@@ -1,0 +1,110 @@
+"""The embedded offline demo: materialise every demo experiment through Dagster and summarise.
+
+Runs go into the Dagster instance at ``$DAGSTER_HOME`` (``make demo`` uses
+``data/dagster_home``), so ``make dev`` afterwards shows the same materialisations
+in the UI.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+from dagster import AssetKey, DagsterInstance, materialize
+
+from mpq_assets.assets import experiment_assets
+from mpq_assets.codecs import RATIOS, codec_names
+from mpq_assets.experiments import EXPERIMENTS, Experiment
+from mpq_assets.partitions import codec_partitions_name, partition_key
+from mpq_assets.resources import MpqResource
+from mpq_assets.settings import load_settings
+from mpq_assets.store import ResultsStore
+
+DEMO_EXPERIMENTS = ("demo_images", "demo_speech", "demo_music")
+
+
+def ensure_codec_partitions(instance: DagsterInstance, experiment: Experiment, codecs: Sequence[str]) -> None:
+    """Register codec partitions for a scripted run (the UI path uses the codec sensor instead)."""
+    name = codec_partitions_name(experiment.modality)
+    missing = [c for c in codecs if not instance.has_dynamic_partition(name, c)]
+    if missing:
+        instance.add_dynamic_partitions(name, missing)
+
+
+def materialise_experiment(
+    experiment: Experiment,
+    instance: DagsterInstance,
+    codecs: Sequence[str] | None = None,
+    bitrates: Sequence[str] | None = None,
+    resource: MpqResource | None = None,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Materialise ``dataset`` then every requested ``compressed`` partition, one Dagster run each."""
+    resources = {"mpq": resource or MpqResource()}
+    assets = experiment_assets(experiment)
+    dataset_key = AssetKey([experiment.name, "dataset"])
+    compressed_key = AssetKey([experiment.name, "compressed"])
+    codecs = list(codecs or codec_names(experiment.modality))
+    bitrates = list(bitrates or RATIOS)
+    t0 = time.perf_counter()
+    result = materialize(assets, selection=[dataset_key], instance=instance, resources=resources)
+    if not result.success:
+        raise RuntimeError(f"{experiment.name}/dataset failed")
+    say(f"  {experiment.name}/dataset materialised ({time.perf_counter() - t0:.1f}s)")
+    ensure_codec_partitions(instance, experiment, codecs)
+    for codec in codecs:
+        t0 = time.perf_counter()
+        for bitrate in bitrates:
+            result = materialize(assets, selection=[compressed_key], partition_key=partition_key(codec, bitrate),
+                                 instance=instance, resources=resources, raise_on_error=False)
+            if not result.success:
+                say(f"  {experiment.name}/compressed {codec}@{bitrate} FAILED (see the run in the Dagster UI)")
+        say(f"  {experiment.name}/compressed {codec}: {len(bitrates)} ratios ({time.perf_counter() - t0:.1f}s)")
+
+
+def summary_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
+    """codec x target ratio -> achieved ratio and bpp/kbps; '*' marks items that missed the target."""
+    df = store.query("SELECT * FROM rate_summary WHERE experiment = ? ORDER BY codec, target_ratio", [experiment])
+    if df.empty:
+        return df
+    rate_col, unit = ("mean_bpp", "bpp") if df["mean_bpp"].notna().any() else ("mean_kbps", "kbps")
+
+    def cell(r: pd.Series) -> str:
+        miss = f" *{int(r.missed_target)}" if r.missed_target else ""
+        return f"{r.mean_ratio:7.1f}:1 {r[rate_col]:7.3f}{unit}{miss}"
+
+    df["cell"] = df.apply(cell, axis=1)
+    table = df.pivot(index="codec", columns="bitrate", values="cell")
+    return table[[b for b in RATIOS if b in table.columns]]
+
+
+def run_demo(
+    experiments: Sequence[str] = DEMO_EXPERIMENTS,
+    codecs: Sequence[str] | None = None,
+    bitrates: Sequence[str] | None = None,
+    say: Callable[[str], None] = print,
+) -> None:
+    settings = load_settings()
+    settings.ensure_dirs()
+    home = os.environ.get("DAGSTER_HOME") or str(settings.home / "dagster_home")
+    os.makedirs(home, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = home
+    instance = DagsterInstance.get()
+    store = ResultsStore(settings.db_path, lock_timeout_s=settings.lock_timeout_s)
+    say(f"MPQ demo: results in {settings.db_path}, runs in DAGSTER_HOME={home}")
+    for name in experiments:
+        exp = EXPERIMENTS[name]
+        mine = [c for c in (codecs or codec_names(exp.modality)) if c in codec_names(exp.modality)]
+        say(f"\n== {name}: {exp.description}")
+        materialise_experiment(exp, instance, mine, bitrates, say=say)
+    for name in experiments:
+        table = summary_table(store, name)
+        say(f"\n{name}: mean achieved ratio and rate per codec x target ratio (*n = items that missed the target)")
+        say(table.to_string() if not table.empty else "  (no rows)")
+    failures = store.query("SELECT experiment, stage, codec, bitrate, item_id, error FROM failures")
+    say(f"\nfailures recorded: {len(failures)}")
+    if len(failures):
+        say(failures.to_string(index=False, max_colwidth=80))
+    say(f"\nQuery the results: mpq query \"SELECT * FROM rate_summary\"  (or duckdb -readonly {settings.db_path})")

@@ -1,0 +1,48 @@
+"""Experiments are data: a dataset, its modality, and (later) tasks and quality metrics.
+
+Adding an experiment is one entry in ``EXPERIMENTS``; the asset factory turns
+each entry into its own asset group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpq_assets.codecs.base import Modality
+from mpq_assets.datasets import Dataset, make_dataset
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    modality: Modality
+    dataset: str
+    dataset_args: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def make_dataset(self) -> Dataset:
+        ds = make_dataset(self.dataset, **dict(self.dataset_args))
+        if ds.modality != self.modality:
+            raise ValueError(f"experiment {self.name}: dataset {self.dataset} is {ds.modality}, not {self.modality}")
+        return ds
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment("demo_images", "image", "demo_images",
+                   description="Photos shipped by scikit-image / scikit-learn / matplotlib, 5 hand-labelled"),
+        Experiment("demo_speech", "audio", "demo_speech",
+                   description="flite TTS sentences, 48 kHz mono like Common Voice, exact transcripts"),
+        Experiment("demo_music", "audio", "demo_music",
+                   description="Bach chorale excerpts rendered per voice (FluidR3_GM), 44.1 kHz stereo"),
+    )
+}
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise KeyError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]

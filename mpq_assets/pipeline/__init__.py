@@ -1,0 +1,1 @@
+"""Domain steps behind the assets: plain functions, testable without Dagster."""

@@ -1,0 +1,30 @@
+"""Dagster resources: the settings and the ResultsStore, configurable per deployment."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+
+from mpq_assets.settings import Settings, load_settings
+from mpq_assets.store import ResultsStore
+
+
+class MpqResource(ConfigurableResource):
+    """Where results go. Empty fields fall back to the environment (``MPQ_HOME``, ``MPQ_DB``, ...)."""
+
+    home: str = ""
+    db_path: str = ""
+
+    def settings(self) -> Settings:
+        env = {}
+        if self.home:
+            env["MPQ_HOME"] = self.home
+        if self.db_path:
+            env["MPQ_DB"] = self.db_path
+        import os
+
+        return load_settings({**os.environ, **env})
+
+    def store(self) -> ResultsStore:
+        s = self.settings()
+        s.ensure_dirs()
+        return ResultsStore(s.db_path, lock_timeout_s=s.lock_timeout_s)

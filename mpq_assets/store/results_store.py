@@ -1,0 +1,219 @@
+"""ResultsStore: the only writer of the DuckDB results file.
+
+Why this shape: DuckDB allows one writing process per file. Dagster runs many
+processes (multiprocess executor, backfills, the daemon), so every write opens
+the file, replaces one partition's rows in a single short transaction, and
+closes it again. While another process holds the lock we retry with jittered
+exponential backoff; after ``lock_timeout_s`` the error names the holder
+(program and PID) taken from DuckDB's own message. Readers open read-only.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# table -> the columns that identify one partition of it
+PARTITION_KEYS: dict[str, tuple[str, ...]] = {
+    "items": ("experiment",),
+    "compressed": ("experiment", "codec", "bitrate"),
+    "errors": ("experiment", "stage", "codec", "bitrate"),
+    "quality": ("experiment", "codec", "bitrate"),
+    "predictions": ("experiment", "codec", "bitrate", "task"),
+    "task_scores": ("experiment", "codec", "bitrate", "task"),
+    "correlations": ("experiment",),
+}
+_MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+
+
+class StoreLockedError(RuntimeError):
+    """Another process kept the DuckDB file locked for longer than the timeout."""
+
+
+class StoreError(ValueError):
+    """A write that does not fit the schema or names the wrong partition."""
+
+
+def _sql(name: str) -> str:
+    return resources.files("mpq_assets.store").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("mpq_assets.store").joinpath("sql")
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name))
+    return sorted(found)
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def lock_holder(message: str) -> str:
+    """'python3.11 (PID 1234)' from DuckDB's lock error, or 'another process' when absent."""
+    match = _HOLDER.search(message)
+    if not match:
+        return "another process"
+    return f"{Path(match.group('program')).name} (PID {match.group('pid')})"
+
+
+class ResultsStore:
+    """Schema owner and single writer of one DuckDB file."""
+
+    def __init__(self, path: str | Path, *, lock_timeout_s: float = 120.0, max_backoff_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self._columns: dict[str, list[str]] = {}
+
+    # -- connections -------------------------------------------------------------
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.01
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                if not _is_lock_error(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"{self.path} is locked by {lock_holder(str(exc))}; gave up after "
+                        f"{self.lock_timeout_s:.0f}s and {attempt} attempts. Stop that process or raise "
+                        "MPQ_LOCK_TIMEOUT_S."
+                    ) from exc
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, self.max_backoff_s)
+
+    @contextmanager
+    def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._connect(read_only=False)
+        try:
+            self._migrate(con)
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection (the schema is created first if the file is new)."""
+        if not self.path.exists():
+            self.initialise()
+        con = self._connect(read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # -- schema ------------------------------------------------------------------
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER, name VARCHAR, applied_at TIMESTAMP DEFAULT current_timestamp)"
+        )
+        done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+        pending = [(v, name) for v, name in _migrations() if v not in done]
+        if pending:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for version, name in pending:
+                    con.execute(_sql(name))
+                    con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+                    log.info("applied migration %s to %s", name, self.path)
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        con.execute(_sql("views.sql"))  # cheap, and keeps views in step with the code
+        if not self._columns:
+            for table in PARTITION_KEYS:
+                rows = con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                    "ORDER BY ordinal_position",
+                    [table],
+                ).fetchall()
+                self._columns[table] = [r[0] for r in rows]
+
+    def initialise(self) -> None:
+        """Create or migrate the schema now (writes are also migrated lazily)."""
+        with self._writer():
+            pass
+
+    def schema_version(self) -> int:
+        with self.reader() as con:
+            return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0])
+
+    # -- writes ------------------------------------------------------------------
+    def _prepare(self, table: str, keys: Mapping[str, Any], rows: pd.DataFrame) -> pd.DataFrame:
+        if table not in PARTITION_KEYS:
+            raise StoreError(f"unknown table {table!r}; tables: {', '.join(PARTITION_KEYS)}")
+        expected = PARTITION_KEYS[table]
+        if set(keys) != set(expected):
+            raise StoreError(f"{table}: a partition is identified by {expected}, got {tuple(keys)}")
+        frame = rows.copy()
+        for col, value in keys.items():
+            if col in frame.columns and len(frame) and not (frame[col] == value).all():
+                raise StoreError(f"{table}: rows have {col} values other than the partition's {value!r}")
+            frame[col] = value
+        unknown = [c for c in frame.columns if c not in self._columns[table]]
+        if unknown:
+            raise StoreError(f"{table}: unknown columns {unknown}; columns are {self._columns[table]}")
+        return frame
+
+    def replace_partitions(self, writes: Sequence[tuple[str, Mapping[str, Any], pd.DataFrame]]) -> int:
+        """Replace several partitions (maybe of different tables) in ONE transaction.
+
+        Each write deletes the partition's old rows and inserts the new ones, so a
+        re-materialisation gives the same row count and a failure leaves the old
+        rows untouched. Returns the number of rows inserted.
+        """
+        inserted = 0
+        with self._writer() as con:
+            prepared = [(t, k, self._prepare(t, k, r)) for t, k, r in writes]
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for i, (table, keys, frame) in enumerate(prepared):
+                    where = " AND ".join(f'"{c}" = ?' for c in keys)
+                    con.execute(f'DELETE FROM "{table}" WHERE {where}', list(keys.values()))
+                    if len(frame):
+                        view = f"_mpq_rows_{i}"
+                        con.register(view, frame)
+                        cols = ", ".join(f'"{c}"' for c in frame.columns)
+                        con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM {view}')
+                        con.unregister(view)
+                        inserted += len(frame)
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        return inserted
+
+    def replace_partition(self, table: str, keys: Mapping[str, Any], rows: pd.DataFrame) -> int:
+        """Delete one partition's rows and insert ``rows`` in one transaction (idempotent)."""
+        return self.replace_partitions([(table, keys, rows)])
+
+    # -- reads -------------------------------------------------------------------
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """Run a read-only query and return a DataFrame."""
+        with self.reader() as con:
+            return con.execute(sql, list(params or [])).df()

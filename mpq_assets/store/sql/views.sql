@@ -1,0 +1,41 @@
+-- Views for the common questions; recreated on every open so they track the code.
+
+CREATE OR REPLACE VIEW rate_summary AS
+SELECT
+    experiment,
+    codec,
+    bitrate,
+    any_value(target_ratio)                       AS target_ratio,
+    count(*)                                      AS items,
+    avg(achieved_ratio)                           AS mean_ratio,
+    avg(bpp)                                      AS mean_bpp,
+    avg(kbps)                                     AS mean_kbps,
+    sum(CASE WHEN rate_met THEN 0 ELSE 1 END)     AS missed_target,
+    avg(encode_s)                                 AS mean_encode_s,
+    avg(decode_s)                                 AS mean_decode_s
+FROM compressed
+GROUP BY experiment, codec, bitrate;
+
+CREATE OR REPLACE VIEW codec_summary AS
+SELECT
+    experiment,
+    codec,
+    count(DISTINCT bitrate)                       AS bitrates,
+    count(*)                                      AS encoded_items,
+    min(achieved_ratio)                           AS min_ratio,
+    max(achieved_ratio)                           AS max_ratio,
+    max(CASE WHEN rate_met THEN target_ratio END) AS highest_met_target,
+    sum(CASE WHEN rate_met THEN 0 ELSE 1 END)     AS missed_target
+FROM compressed
+GROUP BY experiment, codec;
+
+CREATE OR REPLACE VIEW failures AS
+SELECT experiment, stage, codec, bitrate, item_id, error, created_at
+FROM errors
+ORDER BY experiment, stage, codec, bitrate, item_id;
+
+CREATE OR REPLACE VIEW rate_quality AS
+SELECT c.experiment, c.codec, c.bitrate, c.item_id, c.achieved_ratio, c.bpp, c.kbps, c.rate_met,
+       q.metric, q.value
+FROM compressed c
+JOIN quality q USING (experiment, codec, bitrate, item_id);

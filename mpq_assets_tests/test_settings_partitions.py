@@ -1,0 +1,57 @@
+"""Settings from the environment, and the codec x bitrate partition definitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import DynamicPartitionsDefinition, MultiPartitionsDefinition, StaticPartitionsDefinition
+
+from mpq_assets.codecs import RATIOS, codec_names, parse_ratio
+from mpq_assets.partitions import codec_bitrate_partitions, partition_key, split_key
+from mpq_assets.sensors import missing_codec_partitions
+from mpq_assets.settings import REPO_ROOT, load_settings
+
+
+def test_settings_defaults_and_overrides(tmp_path: Path) -> None:
+    s = load_settings({})
+    assert s.home == REPO_ROOT / "data"
+    assert s.db_path == REPO_ROOT / "data" / "mpq.duckdb"
+    assert s.device == "auto" and s.offline is False
+    s = load_settings({"MPQ_HOME": str(tmp_path), "MPQ_DEVICE": "cpu", "MPQ_OFFLINE": "1",
+                       "MPQ_DB": str(tmp_path / "x.duckdb")})
+    assert s.artifacts_dir == tmp_path / "artifacts"
+    assert s.models_dir == tmp_path / "models"
+    assert s.db_path == tmp_path / "x.duckdb"
+    assert s.device == "cpu" and s.offline is True
+
+
+def test_partitions_are_codec_by_bitrate() -> None:
+    for modality in ("image", "audio"):
+        p = codec_bitrate_partitions(modality)
+        assert isinstance(p, MultiPartitionsDefinition)
+        dims = {d.name: d.partitions_def for d in p.partitions_defs}
+        assert isinstance(dims["codec"], DynamicPartitionsDefinition)
+        assert dims["codec"].name == f"{modality}_codecs"
+        assert isinstance(dims["bitrate"], StaticPartitionsDefinition)
+        assert dims["bitrate"].get_partition_keys() == ["20x", "50x", "100x", "200x", "500x", "1000x"]
+    key = partition_key("jpeg", "100x")
+    assert key == "100x|jpeg"
+    assert split_key("image", key) == ("jpeg", "100x")
+
+
+def test_ratios_parse() -> None:
+    assert [parse_ratio(r) for r in RATIOS] == [20, 50, 100, 200, 500, 1000]
+    for bad in ("100", "x", "0.5x", "abcx"):
+        with pytest.raises(ValueError):
+            parse_ratio(bad)
+
+
+def test_sensor_requests_only_missing_registry_codecs() -> None:
+    reqs = missing_codec_partitions({"image_codecs": ["jpeg"], "audio_codecs": []})
+    by_name = {r.partitions_def_name: list(r.partition_keys) for r in reqs}
+    assert "jpeg" not in by_name["image_codecs"]
+    assert set(by_name["image_codecs"]) == set(codec_names("image")) - {"jpeg"}
+    assert set(by_name["audio_codecs"]) == set(codec_names("audio"))
+    full = {"image_codecs": codec_names("image"), "audio_codecs": codec_names("audio")}
+    assert missing_codec_partitions(full) == []
