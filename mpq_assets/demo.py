@@ -43,13 +43,15 @@ def materialise_experiment(
 ) -> None:
     """Materialise ``dataset`` then every requested ``compressed`` partition, one Dagster run each."""
     resources = {"mpq": resource or MpqResource()}
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the demo prints its own progress
     assets = experiment_assets(experiment)
     dataset_key = AssetKey([experiment.name, "dataset"])
     compressed_key = AssetKey([experiment.name, "compressed"])
     codecs = list(codecs or codec_names(experiment.modality))
     bitrates = list(bitrates or RATIOS)
     t0 = time.perf_counter()
-    result = materialize(assets, selection=[dataset_key], instance=instance, resources=resources)
+    result = materialize(assets, selection=[dataset_key], instance=instance, resources=resources,
+                         run_config=quiet)
     if not result.success:
         raise RuntimeError(f"{experiment.name}/dataset failed")
     say(f"  {experiment.name}/dataset materialised ({time.perf_counter() - t0:.1f}s)")
@@ -58,7 +60,7 @@ def materialise_experiment(
         t0 = time.perf_counter()
         for bitrate in bitrates:
             result = materialize(assets, selection=[compressed_key], partition_key=partition_key(codec, bitrate),
-                                 instance=instance, resources=resources, raise_on_error=False)
+                                 instance=instance, resources=resources, raise_on_error=False, run_config=quiet)
             if not result.success:
                 say(f"  {experiment.name}/compressed {codec}@{bitrate} FAILED (see the run in the Dagster UI)")
         say(f"  {experiment.name}/compressed {codec}: {len(bitrates)} ratios ({time.perf_counter() - t0:.1f}s)")
@@ -80,6 +82,15 @@ def summary_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
     return table[[b for b in RATIOS if b in table.columns]]
 
 
+def prepare_dagster_home(home: str | os.PathLike[str]) -> None:
+    """Create DAGSTER_HOME with a dagster.yaml (telemetry off: our machines have no internet)."""
+    os.makedirs(home, exist_ok=True)
+    config = os.path.join(home, "dagster.yaml")
+    if not os.path.exists(config):
+        with open(config, "w", encoding="utf-8") as fh:
+            fh.write("telemetry:\n  enabled: false\n")
+
+
 def run_demo(
     experiments: Sequence[str] = DEMO_EXPERIMENTS,
     codecs: Sequence[str] | None = None,
@@ -89,7 +100,7 @@ def run_demo(
     settings = load_settings()
     settings.ensure_dirs()
     home = os.environ.get("DAGSTER_HOME") or str(settings.home / "dagster_home")
-    os.makedirs(home, exist_ok=True)
+    prepare_dagster_home(home)
     os.environ["DAGSTER_HOME"] = home
     instance = DagsterInstance.get()
     store = ResultsStore(settings.db_path, lock_timeout_s=settings.lock_timeout_s)

@@ -5,7 +5,6 @@ never by mutating the instance, so every change is visible in the sensor's
 history in the UI.
 """
 
-from __future__ import annotations
 
 from dagster import AddDynamicPartitionsRequest, DefaultSensorStatus, SensorEvaluationContext, SensorResult, sensor
 

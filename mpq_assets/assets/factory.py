@@ -4,7 +4,6 @@ Assets stay thin: read the partition, call the domain step in ``pipeline``,
 report metadata. All rows go through the ResultsStore.
 """
 
-from __future__ import annotations
 
 from dagster import (
     AssetExecutionContext,

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mpq_assets.codecs.base import Codec, CodecError, Item
+from mpq_assets.codecs.base import Codec, CodecError, Item, Modality
 from mpq_assets.media.audio import Audio, remix, resample
 
 # Channel counts -> FFmpeg layouts that both libopus (mapping family 1, Vorbis
@@ -65,6 +65,10 @@ def _family_rate(target: int, native: int, rates: Sequence[int]) -> int:
     return max(fitting) if fitting else min(rates)
 
 
+_RATES_44 = (8000, 11025, 16000, 22050, 32000, 44100)
+_RATES_48 = (8000, 12000, 16000, 24000, 32000, 48000)
+
+
 def _family(native: int) -> str:
     return "44" if native % 11025 == 0 else "48"
 
@@ -77,10 +81,6 @@ def _tier_rate(native: int, tiers: Sequence[tuple[float, int, int]], key: float)
         if key <= bound:
             return _family_rate(r44 if fam == "44" else r48, native, rates)
     return _family_rate(native, native, rates)
-
-
-_RATES_44 = (8000, 11025, 16000, 22050, 32000, 44100)
-_RATES_48 = (8000, 12000, 16000, 24000, 32000, 48000)
 
 
 def _encode_file(
@@ -102,9 +102,7 @@ def _encode_file(
     channels = samples.shape[0]
     layout = _LAYOUTS.get(channels)
     if layout is None:
-        raise CodecError(
-            f"{codec.name} supports 1 to {max(_LAYOUTS)} channels here, item has {channels}"
-        )
+        raise CodecError(f"{codec.name} supports 1 to {max(_LAYOUTS)} channels here, item has {channels}")
     buf = io.BytesIO()
     options = {"fflags": "+bitexact", **(container_options or {})}
     try:
@@ -185,6 +183,7 @@ def _decode_file(codec: Codec, data: bytes, like: Item) -> Audio:
 _MPEG1 = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 _MPEG2 = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
 _MPEG25 = tuple(b for b in _MPEG2 if b <= 64)  # LAME caps MPEG-2.5 (8-12 kHz) at 64 kbps
+_MP3_KBPS = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 
 
 def _mp3_legal(kbps: int, rate: int) -> bool:
@@ -202,15 +201,20 @@ class Mp3(Codec):
     kHz) up to 16 kbps, MPEG-2 (16/22.05/24 kHz) up to 64 kbps, MPEG-1 (32 kHz
     up to 96 kbps, then 44.1/48 kHz) above -- per mono-equivalent rate, stereo
     counting as 1.5 channels -- never above the item's native rate. Rungs whose
-    bitrate is illegal for the chosen rate's MPEG version are left out.
+    bitrate is illegal for the chosen rate's MPEG version are left out (LAME
+    would silently clamp them).
+
+    Note LAME's CBR presets scale the signal by 0.95 up to 160 kbps (0.97 at 192,
+    0.98 at 224, 1.0 from 256) to leave decoder headroom; that is what any FFmpeg
+    or LAME user gets, so it is kept (a plain SNR is capped near 26 dB by it).
     """
 
     name: ClassVar[str] = "mp3"
-    modality: ClassVar[str] = "audio"  # type: ignore[assignment]
+    modality: ClassVar[Modality] = "audio"
     extension: ClassVar[str] = ".mp3"
     description: ClassVar[str] = "CBR kbps ladder 8-320, libmp3lame; resamples to 8-48 kHz at low rates"
 
-    KBPS: ClassVar[tuple[int, ...]] = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+    KBPS: ClassVar[tuple[int, ...]] = _MP3_KBPS
     # (upper bound of the mono-equivalent kbps, rate in the 44.1k family, rate in the 48k family)
     TIERS: ClassVar[tuple[tuple[float, int, int], ...]] = (
         (8, 8000, 8000),
@@ -270,6 +274,7 @@ _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 # mapping family 1 round-trips channel i -> channel i for these counts only (measured:
 # FFmpeg's libopus encoder and opus decoder disagree on the 5.0 and 6.1 orders)
 _OPUS_CHANNELS = (1, 2, 3, 4, 6)
+_OPUS_KBPS = (6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256)  # per channel
 
 
 def _opus_rate(native: int) -> int:
@@ -293,13 +298,11 @@ class Opus(Codec):
     """
 
     name: ClassVar[str] = "opus"
-    modality: ClassVar[str] = "audio"  # type: ignore[assignment]
+    modality: ClassVar[Modality] = "audio"
     extension: ClassVar[str] = ".opus"
-    description: ClassVar[str] = "hard-CBR kbps ladder 6-256 per channel, libopus in Ogg; resamples to 8-48 kHz"
+    description: ClassVar[str] = "hard-CBR kbps ladder 6-256 per channel, libopus in Ogg; 8-48 kHz input"
 
-    KBPS_PER_CHANNEL: ClassVar[tuple[int, ...]] = (
-        6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256,
-    )
+    KBPS_PER_CHANNEL: ClassVar[tuple[int, ...]] = _OPUS_KBPS
 
     def _check_channels(self, item: Audio) -> None:
         if item.channels not in _OPUS_CHANNELS:
@@ -340,6 +343,9 @@ class Opus(Codec):
 
 # --------------------------------------------------------------------------- AAC
 
+_AAC_KBPS = (8, 12, 16, 20, 24, 28, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 256)  # per channel
+
+
 class Aac(Codec):
     """AAC-LC through FFmpeg's native encoder in MP4 (.m4a); setting ``(kbps, rate)``.
 
@@ -353,11 +359,11 @@ class Aac(Codec):
     """
 
     name: ClassVar[str] = "aac"
-    modality: ClassVar[str] = "audio"  # type: ignore[assignment]
+    modality: ClassVar[Modality] = "audio"
     extension: ClassVar[str] = ".m4a"
     description: ClassVar[str] = "ABR kbps ladder 8-256 per channel, FFmpeg aac in MP4; resamples to 8-48 kHz"
 
-    KBPS_PER_CHANNEL: ClassVar[tuple[int, ...]] = (8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 256)
+    KBPS_PER_CHANNEL: ClassVar[tuple[int, ...]] = _AAC_KBPS
     TIERS: ClassVar[tuple[tuple[float, int, int], ...]] = (
         (20, 8000, 8000),
         (24, 11025, 12000),

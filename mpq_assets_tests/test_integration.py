@@ -1,0 +1,135 @@
+"""Integration: real Dagster instance, real codecs, real DuckDB file.
+
+Materialises ``dataset`` and two ``compressed`` partitions of each demo
+experiment, then checks rows, files and materialisation metadata; also loads
+the code location the way ``dagster dev`` does and runs the Dagster CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+
+from mpq_assets.assets import experiment_assets
+from mpq_assets.demo import ensure_codec_partitions
+from mpq_assets.experiments import EXPERIMENTS
+from mpq_assets.partitions import partition_key
+from mpq_assets.resources import MpqResource
+from mpq_assets.settings import REPO_ROOT, Settings
+from mpq_assets.store import ResultsStore
+
+PLAN = {
+    "demo_images": [("jpeg", "50x"), ("webp", "1000x")],
+    "demo_speech": [("opus", "100x"), ("mp3", "20x")],
+    "demo_music": [("aac", "20x"), ("opus", "1000x")],
+}
+EXPECTED_ITEMS = {"demo_images": 11, "demo_speech": 24, "demo_music": 3}
+
+
+@pytest.fixture(scope="module")
+def materialised(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("mpq_home")
+    resource = MpqResource(home=str(home))
+    settings = resource.settings()
+    with DagsterInstance.local_temp(str(tmp_path_factory.mktemp("dagster_home"))) as instance:
+        results = {}
+        for name, parts in PLAN.items():
+            exp = EXPERIMENTS[name]
+            assets = experiment_assets(exp)
+            ds = materialize(assets, selection=[AssetKey([name, "dataset"])], instance=instance,
+                             resources={"mpq": resource})
+            assert ds.success
+            ensure_codec_partitions(instance, exp, [c for c, _ in parts])
+            for codec, bitrate in parts:
+                r = materialize(assets, selection=[AssetKey([name, "compressed"])], instance=instance,
+                                partition_key=partition_key(codec, bitrate), resources={"mpq": resource})
+                assert r.success
+                results[(name, codec, bitrate)] = r
+        yield settings, ResultsStore(settings.db_path), instance, results
+
+
+def test_dataset_rows_and_cached_originals(materialised) -> None:
+    settings, store, _, _ = materialised
+    items = store.query("SELECT experiment, count(*) AS n, count(DISTINCT item_id) AS d, "
+                        "count(label) AS labelled FROM items GROUP BY experiment")
+    got = {r.experiment: (r.n, r.d) for r in items.itertuples()}
+    assert got == {k: (v, v) for k, v in EXPECTED_ITEMS.items()}
+    labelled = dict(zip(items["experiment"], items["labelled"], strict=True))
+    assert labelled["demo_images"] == 5 and labelled["demo_speech"] == 24
+    paths = store.query("SELECT original_path FROM items")["original_path"]
+    assert all(Path(p).is_file() and Path(p).is_relative_to(settings.artifacts_dir) for p in paths)
+    speech = store.query("SELECT DISTINCT sample_rate, channels FROM items WHERE experiment='demo_speech'")
+    assert speech.values.tolist() == [[48000, 1]]
+
+
+def test_compressed_rows_files_and_rates(materialised) -> None:
+    settings, store, _, _ = materialised
+    df = store.query("SELECT * FROM compressed")
+    for (name, codec, bitrate) in [(n, c, b) for n, parts in PLAN.items() for c, b in parts]:
+        part = df[(df.experiment == name) & (df.codec == codec) & (df.bitrate == bitrate)]
+        assert len(part) == EXPECTED_ITEMS[name], (name, codec, bitrate)
+        assert part["item_id"].is_unique
+        for row in part.itertuples():
+            path = Path(row.path)
+            assert path.is_file() and path.stat().st_size == row.bytes
+            assert path.suffix == {"jpeg": ".jpg", "webp": ".webp", "opus": ".opus", "mp3": ".mp3",
+                                   "aac": ".m4a"}[codec] or path.suffix == ".aac"
+            assert row.achieved_ratio == pytest.approx(
+                store.query("SELECT raw_bytes FROM items WHERE experiment=? AND item_id=?",
+                            [name, row.item_id])["raw_bytes"][0] / row.bytes)
+            if row.rate_met:
+                assert row.bytes <= row.budget_bytes
+    speech_opus = df[(df.experiment == "demo_speech") & (df.codec == "opus")]
+    assert speech_opus["rate_met"].all()  # 7.7 kbps is above Opus's 6 kbps floor
+    assert speech_opus["kbps"].between(5, 7.7).all()
+    assert df[(df.codec == "webp") & (df.bitrate == "1000x")]["bpp"].notna().all()
+    music_opus = df[(df.experiment == "demo_music") & (df.codec == "opus")]
+    assert not music_opus["rate_met"].any()  # 1.4 kbps is below any Opus rate: flagged
+    assert (store.query("SELECT count(*) AS n FROM errors")["n"][0]) == 0
+
+
+def test_materialisation_metadata_and_rematerialise_is_idempotent(materialised) -> None:
+    settings, store, instance, results = materialised
+    r = results[("demo_speech", "opus", "100x")]
+    meta = r.asset_materializations_for_node("demo_speech__compressed")[0].metadata
+    assert meta["items"].value == 24 and meta["errors"].value == 0 and meta["missed_target"].value == 0
+    assert 90 < meta["mean_ratio"].value < 140
+    exp = EXPERIMENTS["demo_speech"]
+    again = materialize(experiment_assets(exp), selection=[AssetKey(["demo_speech", "compressed"])],
+                        instance=instance, partition_key=partition_key("opus", "100x"),
+                        resources={"mpq": MpqResource(home=str(settings.home))})
+    assert again.success
+    n = store.query("SELECT count(*) AS n FROM compressed WHERE experiment='demo_speech' AND codec='opus'")
+    assert n["n"][0] == 24
+
+
+def _env(home: Path, dagster_home: Path) -> dict[str, str]:
+    env = dict(os.environ, MPQ_HOME=str(home), DAGSTER_HOME=str(dagster_home))
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return env
+
+
+def test_code_location_loads_and_cli_materialises(tmp_path: Path) -> None:
+    dagster = Path(sys.executable).with_name("dagster")
+    home, dh = tmp_path / "home", tmp_path / "dh"
+    dh.mkdir()
+    env = _env(home, dh)
+    out = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO_ROOT,
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run([str(dagster), "asset", "materialize", "-m", "mpq_assets.definitions",
+                          "--select", "demo_images/dataset"], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert ResultsStore(home / "mpq.duckdb").query("SELECT count(*) AS n FROM items")["n"][0] == 11
+
+
+def test_settings_resource_points_everything_at_home(materialised) -> None:
+    settings, _, _, _ = materialised
+    assert isinstance(settings, Settings)
+    assert settings.db_path.parent == settings.home and settings.db_path.is_file()
