@@ -42,7 +42,7 @@ lint: install
 	$(BIN)/ruff check mpq_assets mpq_assets_tests scripts
 
 dev: install
-	@mkdir -p $(DAGSTER_HOME)
+	@$(BIN)/python -c "from mpq_assets.demo import prepare_dagster_home; prepare_dagster_home('$(DAGSTER_HOME)')"
 	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 # Regenerates data/demo_speech and data/demo_music (the committed files are what this makes).

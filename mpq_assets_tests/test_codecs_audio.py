@@ -136,6 +136,7 @@ def test_bytes_are_a_real_file(cls: type[Codec], tmp_path) -> None:
 def test_codec_classes_declare_what_the_registry_needs() -> None:
     for cls in CODECS:
         cls.validate()
+        assert cls.available()  # PyAV's bundled FFmpeg has libmp3lame, libopus and aac
         assert cls.modality == "audio"
         assert cls.description and "\n" not in cls.description
     assert (Mp3.extension, Opus.extension, Aac.extension) == (".mp3", ".opus", ".m4a")

@@ -83,6 +83,14 @@ def _tier_rate(native: int, tiers: Sequence[tuple[float, int, int]], key: float)
     return _family_rate(native, native, rates)
 
 
+def _encoder_available(encoder: str) -> bool:
+    try:
+        import av
+    except ImportError:
+        return False
+    return encoder in av.codecs_available
+
+
 def _encode_file(
     codec: Codec,
     setting: Any,
@@ -224,6 +232,10 @@ class Mp3(Codec):
         (96, 32000, 32000),
     )
 
+    @classmethod
+    def available(cls) -> bool:
+        return _encoder_available("libmp3lame")
+
     def _check_channels(self, item: Audio) -> None:
         if item.channels > 2:
             raise CodecError(f"mp3 carries at most 2 channels, item has {item.channels}")
@@ -304,6 +316,10 @@ class Opus(Codec):
 
     KBPS_PER_CHANNEL: ClassVar[tuple[int, ...]] = _OPUS_KBPS
 
+    @classmethod
+    def available(cls) -> bool:
+        return _encoder_available("libopus")
+
     def _check_channels(self, item: Audio) -> None:
         if item.channels not in _OPUS_CHANNELS:
             raise CodecError(
@@ -370,6 +386,10 @@ class Aac(Codec):
         (32, 22050, 24000),
         (48, 32000, 32000),
     )
+
+    @classmethod
+    def available(cls) -> bool:
+        return _encoder_available("aac")
 
     def ladder(self, item: Item) -> list[tuple[int, int]]:
         audio = _as_audio(item, self.name)

@@ -87,6 +87,8 @@ def _decode_with_av(data: bytes, what: str) -> Audio:
             if not container.streams.audio:
                 raise MediaError(f"{what} has no audio stream")
             stream = container.streams.audio[0]
+            if stream.codec_context.channels > 7:  # PyAV 18 crashes on 8-channel planar frames
+                raise MediaError(f"{what} has {stream.codec_context.channels} channels; at most 7 are supported")
             chunks = []
             rate = stream.codec_context.sample_rate
             for frame in container.decode(stream):
