@@ -133,3 +133,33 @@ def test_settings_resource_points_everything_at_home(materialised) -> None:
     settings, _, _, _ = materialised
     assert isinstance(settings, Settings)
     assert settings.db_path.parent == settings.home and settings.db_path.is_file()
+
+
+def readme_sql() -> list[str]:
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    return [block.split("```", 1)[0] for block in text.split("```sql\n")[1:]]
+
+
+def test_readme_cookbook_queries_run_on_demo_output(materialised) -> None:
+    _, store, _, _ = materialised
+    queries = readme_sql()
+    assert len(queries) >= 3
+    for sql in queries:
+        df = store.query(sql)
+        if "failures" not in sql:
+            assert len(df) > 0, sql
+
+
+def test_mpq_query_cli_is_read_only_and_exports(materialised, capsys: pytest.CaptureFixture[str]) -> None:
+    from mpq_assets.cli import main
+
+    settings, _, _, _ = materialised
+    db = str(settings.db_path)
+    assert main(["query", "SELECT codec, items FROM rate_summary WHERE experiment='demo_speech' ORDER BY codec",
+                 "--db", db, "--format", "csv"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["codec,items", "mp3,24", "opus,24"]
+    import duckdb
+
+    with pytest.raises(duckdb.Error, match="read-only"):
+        main(["query", "DELETE FROM items", "--db", db])

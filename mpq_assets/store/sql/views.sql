@@ -10,7 +10,7 @@ SELECT
     avg(achieved_ratio)                           AS mean_ratio,
     avg(bpp)                                      AS mean_bpp,
     avg(kbps)                                     AS mean_kbps,
-    sum(CASE WHEN rate_met THEN 0 ELSE 1 END)     AS missed_target,
+    count(*) FILTER (WHERE NOT rate_met)          AS missed_target,
     avg(encode_s)                                 AS mean_encode_s,
     avg(decode_s)                                 AS mean_decode_s
 FROM compressed
@@ -25,7 +25,7 @@ SELECT
     min(achieved_ratio)                           AS min_ratio,
     max(achieved_ratio)                           AS max_ratio,
     max(CASE WHEN rate_met THEN target_ratio END) AS highest_met_target,
-    sum(CASE WHEN rate_met THEN 0 ELSE 1 END)     AS missed_target
+    count(*) FILTER (WHERE NOT rate_met)          AS missed_target
 FROM compressed
 GROUP BY experiment, codec;
 
