@@ -1,0 +1,32 @@
+"""Device choice: ``MPQ_DEVICE=auto`` picks cuda > mps > cpu; batch sizes follow the device."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+
+from mpq_assets.settings import load_settings
+
+
+@cache
+def _auto() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    """``None`` reads MPQ_DEVICE; ``"auto"`` picks the best available; anything else is passed to torch."""
+    name = (name or load_settings().device or "auto").strip()
+    device = torch.device(_auto() if name == "auto" else name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"MPQ_DEVICE={name} but CUDA is not available on this machine")
+    return device
+
+
+def default_batch_size(device: torch.device, cpu: int = 8, gpu: int = 64) -> int:
+    """Small batches on CPU keep memory flat; large ones keep a GPU busy."""
+    return gpu if device.type in ("cuda", "mps") else cpu

@@ -1,0 +1,1 @@
+"""Full-reference quality metrics and their registry."""

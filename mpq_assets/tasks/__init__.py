@@ -1,0 +1,1 @@
+"""Machine-perception tasks (model + scoring) and their registry."""

@@ -1,0 +1,79 @@
+"""Tasks: a machine-perception model plus its scoring.
+
+A task loads its model once per process (``load`` is cached by the registry),
+predicts in batches on the device, and scores predictions two ways:
+
+- against ground truth (``score_labels``) when the dataset has labels;
+- label-free against the *reference* prediction on the uncompressed item
+  (``score_reference``).
+
+Predictions carry a JSON-able ``summary`` (stored in DuckDB's ``predictions``
+table) and an optional ``array`` (class probabilities, a label map, ...) kept in
+artifacts for scores that need more than the summary (KL divergence, mIoU).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from mpq_assets.codecs.base import Item, Modality
+
+
+@dataclass
+class Prediction:
+    summary: dict[str, Any]
+    array: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Score:
+    """One score row: per item (``item_id`` set) or for the whole partition (``item_id=None``)."""
+
+    metric: str
+    value: float
+    item_id: str | None = None
+    n: int = 1
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str                          # registry name, e.g. "classification"
+    modality: Modality
+    label_metrics: tuple[str, ...]     # metrics from score_labels, e.g. ("top1", "top5")
+    reference_metrics: tuple[str, ...]  # metrics from score_reference, e.g. ("agreement", "kl")
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+
+
+class Task(ABC):
+    """Model loader + batched predict + scoring."""
+
+    info: ClassVar[TaskInfo]
+
+    def __init__(self, device: torch.device | str = "cpu", batch_size: int = 8) -> None:
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the weights (checkpoint name or path) in stored rows."""
+        return type(self).__name__
+
+    @abstractmethod
+    def predict(self, items: Sequence[Item]) -> list[Prediction]:
+        """Predict a batch; implementations split into ``batch_size`` chunks themselves."""
+
+    @abstractmethod
+    def score_labels(self, item_ids: Sequence[str], predictions: Sequence[Prediction],
+                     labels: Sequence[Any]) -> list[Score]:
+        """Per-item and aggregate scores against ground truth (items with no label are skipped)."""
+
+    @abstractmethod
+    def score_reference(self, item_ids: Sequence[str], predictions: Sequence[Prediction],
+                        reference: Sequence[Prediction]) -> list[Score]:
+        """Label-free scores against the prediction on the uncompressed item."""
