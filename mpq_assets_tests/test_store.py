@@ -32,9 +32,13 @@ def test_schema_created_with_tables_views_and_version(store: ResultsStore) -> No
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert {"items", "compressed", "errors", "quality", "predictions", "task_scores", "correlations",
             "rate_summary", "codec_summary", "failures"} <= tables
-    assert store.schema_version() == 1
+    from mpq_assets.store.results_store import _migrations
+
+    assert store.schema_version() == len(_migrations()) >= 2
     store.initialise()  # re-open: no migration applied twice
-    assert store.query("SELECT count(*) AS n FROM schema_migrations")["n"][0] == 1
+    assert store.query("SELECT count(*) AS n FROM schema_migrations")["n"][0] == len(_migrations())
+    cols = store.query("SELECT column_name FROM information_schema.columns WHERE table_name='compressed'")
+    assert "decoded_path" in cols["column_name"].tolist()
 
 
 def test_replace_partition_is_idempotent_and_isolated(store: ResultsStore) -> None:

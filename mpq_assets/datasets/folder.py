@@ -64,8 +64,30 @@ class FolderDataset(Dataset):
 
 
 class ImageFolder(FolderDataset):
+    """Images under ``root``; labels from ``labels.csv`` and/or segmentation masks from ``masks_dir``.
+
+    A mask is a PNG label map with the image's stem (``masks/cat.png`` for ``cat.jpg``);
+    its path becomes the item's label.
+    """
+
     modality = "image"
     extensions = IMAGE_EXTENSIONS
+
+    def __init__(self, root: str | Path, labels_csv: str | None = "labels.csv", masks_dir: str | None = None) -> None:
+        super().__init__(root, labels_csv)
+        self.masks = safe_join(self.root, masks_dir) if masks_dir else None
+
+    def items(self) -> Iterator[ItemSource]:
+        for src in super().items():
+            if self.masks is not None and (self.masks == Path(self.root / src.source).parent
+                                           or self.masks in Path(self.root / src.source).parents):
+                continue  # the masks folder is not a source of items
+            if self.masks is not None:
+                mask = self.masks / f"{Path(src.source).stem}.png"
+                label = str(mask) if mask.exists() else None
+                yield ItemSource(src.item_id, src.source, src.load, label=label, extra=src.extra)
+            else:
+                yield src
 
     def _loader(self, path: Path):  # noqa: ANN202
         return lambda: load_image(path)

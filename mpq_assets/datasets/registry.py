@@ -8,6 +8,7 @@ from typing import Any
 from mpq_assets.datasets.base import Dataset
 from mpq_assets.datasets.demo import DemoImages, DemoMusic, DemoSpeech
 from mpq_assets.datasets.folder import AudioFolder, ImageFolder
+from mpq_assets.datasets.huggingface import HuggingFaceImages
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "demo_images": DemoImages,
@@ -15,6 +16,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "demo_music": DemoMusic,
     "image_folder": ImageFolder,
     "audio_folder": AudioFolder,
+    "hf_images": HuggingFaceImages,
 }
 
 

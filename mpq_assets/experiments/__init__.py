@@ -15,12 +15,23 @@ from mpq_assets.datasets import Dataset, make_dataset
 
 
 @dataclass(frozen=True)
+class TaskSpec:
+    """One task of an experiment: ``name`` keys its rows, ``task`` picks the registry entry."""
+
+    name: str
+    task: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     modality: Modality
     dataset: str
     dataset_args: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    tasks: tuple[TaskSpec, ...] = ()
+    quality_metrics: tuple[str, ...] = ()
 
     def make_dataset(self) -> Dataset:
         ds = make_dataset(self.dataset, **dict(self.dataset_args))
@@ -33,7 +44,9 @@ EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
         Experiment("demo_images", "image", "demo_images",
-                   description="Photos shipped by scikit-image / scikit-learn / matplotlib, 5 hand-labelled"),
+                   description="Photos shipped by scikit-image / scikit-learn / matplotlib, 5 hand-labelled",
+                   tasks=(TaskSpec("classification", "classification", {"model": "efficientnet-lite0"}),),
+                   quality_metrics=("psnr", "ssim", "ms_ssim", "lpips_alex", "lpips_vgg")),
         Experiment("demo_speech", "audio", "demo_speech",
                    description="flite TTS sentences, 48 kHz mono like Common Voice, exact transcripts"),
         Experiment("demo_music", "audio", "demo_music",

@@ -18,8 +18,8 @@ import pandas as pd
 from mpq_assets.codecs import budget_bytes, get_codec, parse_ratio, raw_bytes
 from mpq_assets.codecs.base import Codec, Item
 from mpq_assets.experiments import Experiment
-from mpq_assets.media.audio import Audio, load_audio
-from mpq_assets.media.image import load_image
+from mpq_assets.media.audio import Audio, load_audio, write_audio_flac
+from mpq_assets.media.image import load_image, write_image_png
 from mpq_assets.pipeline.progress import Progress
 from mpq_assets.settings import Settings
 from mpq_assets.storage_paths import atomic_write_bytes, safe_join
@@ -28,7 +28,7 @@ from mpq_assets.store import ResultsStore
 log = logging.getLogger(__name__)
 
 COMPRESSED_COLUMNS = ["item_id", "target_ratio", "budget_bytes", "bytes", "bpp", "kbps", "achieved_ratio",
-                      "setting", "rate_met", "trials", "encode_s", "decode_s", "path"]
+                      "setting", "rate_met", "trials", "encode_s", "decode_s", "path", "decoded_path"]
 
 
 @dataclass(frozen=True)
@@ -49,20 +49,36 @@ def bitstream_path(settings: Settings, experiment: str, codec: Codec, bitrate: s
                      f"{item_id}{codec.extension}")
 
 
-def load_original(path: str, modality: str) -> Item:
+def decoded_path(bitstream: Path, item: Item) -> Path:
+    """Where the lossless copy of the reconstruction lives (PNG / 16-bit FLAC), beside the bitstream."""
+    suffix = ".flac" if isinstance(item, Audio) else ".png"
+    return bitstream.parent / "decoded" / f"{bitstream.stem}{suffix}"
+
+
+def load_item(path: str | Path, modality: str) -> Item:
+    """Load an original or a cached reconstruction."""
     return load_audio(path) if modality == "audio" else load_image(path)
 
 
 def compress_item(codec: Codec, item: Item, ratio: float, path: Path) -> dict:
-    """Rate-controlled encode of one item, written to ``path``; returns its ``compressed`` row."""
+    """Rate-controlled encode of one item, written to ``path``; returns its ``compressed`` row.
+
+    The bitstream is decoded exactly once, here; the reconstruction is cached
+    losslessly so quality metrics and task predictions share that decode.
+    """
     budget = budget_bytes(item, ratio)
     t0 = time.perf_counter()
     encoded = codec.encode_to_budget(item, budget)
     encode_s = time.perf_counter() - t0
     atomic_write_bytes(path, encoded.data)
     t0 = time.perf_counter()
-    codec.decode(encoded.data, like=item)
+    decoded = codec.decode(encoded.data, like=item)
     decode_s = time.perf_counter() - t0
+    recon = decoded_path(path, item)
+    if isinstance(decoded, Audio):
+        write_audio_flac(recon, decoded)
+    else:
+        write_image_png(recon, decoded)
     size = len(encoded.data)
     bits = size * 8
     if isinstance(item, Audio):
@@ -71,7 +87,8 @@ def compress_item(codec: Codec, item: Item, ratio: float, path: Path) -> dict:
         bpp, kbps = bits / (item.shape[0] * item.shape[1]), None
     return dict(target_ratio=ratio, budget_bytes=budget, bytes=size, bpp=bpp, kbps=kbps,
                 achieved_ratio=raw_bytes(item) / size, setting=encoded.setting, rate_met=encoded.rate_met,
-                trials=encoded.trials, encode_s=encode_s, decode_s=decode_s, path=str(path))
+                trials=encoded.trials, encode_s=encode_s, decode_s=decode_s, path=str(path),
+                decoded_path=str(recon))
 
 
 def compress_partition(experiment: Experiment, codec_name: str, bitrate: str, store: ResultsStore,
@@ -92,7 +109,7 @@ def compress_partition(experiment: Experiment, codec_name: str, bitrate: str, st
     progress = Progress(logger, f"{experiment.name}/compressed {codec_name}@{bitrate}", len(manifest))
     for done, rec in enumerate(manifest.itertuples(index=False), 1):
         try:
-            item = load_original(rec.original_path, rec.modality)
+            item = load_item(rec.original_path, rec.modality)
             path = bitstream_path(settings, experiment.name, codec, bitrate, rec.item_id)
             rows.append(dict(item_id=rec.item_id, **compress_item(codec, item, ratio, path)))
         except Exception as exc:  # an item that fails is reported, the partition goes on

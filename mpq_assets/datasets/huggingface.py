@@ -1,0 +1,119 @@
+"""HuggingFace ``datasets`` sources by name and split (ImageNet-1k val, beans, ADE20k, ...).
+
+Uses the normal HF cache and honours ``HF_HUB_OFFLINE=1`` / ``MPQ_OFFLINE=1``; when
+the data is not cached and the hub cannot be reached, the error says so and how
+to fetch it. A folder written by ``Dataset.save_to_disk`` works too (pass its path).
+
+Labels: a ``ClassLabel`` column becomes the class index as a string (ImageNet
+indices match the ImageNet classifiers' outputs); segmentation masks are saved
+once as PNG label maps under the artifacts dir and the label is their path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mpq_assets.codecs.base import Modality
+from mpq_assets.datasets.base import Dataset, ItemSource
+from mpq_assets.media.image import to_rgb8
+from mpq_assets.settings import load_settings
+from mpq_assets.storage_paths import atomic_write_bytes, safe_join
+
+# the paper's image sets, with the columns each uses
+KNOWN: dict[str, dict[str, Any]] = {
+    "imagenet-1k": {"name": "ILSVRC/imagenet-1k", "split": "validation", "label_column": "label"},
+    "beans": {"name": "AI-Lab-Makerere/beans", "split": "test", "label_column": "labels"},
+    "ade20k": {"name": "zhoubolei/scene_parse_150", "split": "validation", "label_column": None,
+               "mask_column": "annotation"},
+}
+
+
+class DatasetUnavailable(FileNotFoundError):
+    """The dataset is neither cached locally nor reachable."""
+
+
+class HuggingFaceImages(Dataset):
+    modality: ClassVar[Modality] = "image"
+
+    def __init__(self, name: str, split: str | None = None, config: str | None = None,
+                 image_column: str = "image", label_column: str | None = "label", mask_column: str | None = None,
+                 limit: int | None = None, revision: str | None = None) -> None:
+        preset = KNOWN.get(name, {})
+        self.name = preset.get("name", name)
+        self.split = split or preset.get("split", "validation")
+        self.config = config
+        self.image_column = image_column
+        self.label_column = preset.get("label_column", label_column)
+        self.mask_column = mask_column or preset.get("mask_column")
+        self.limit = limit
+        self.revision = revision
+
+    def _offline(self) -> bool:
+        return load_settings().offline or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+    def load(self):  # noqa: ANN201 - datasets.Dataset
+        import datasets
+
+        local = Path(self.name).expanduser()
+        try:
+            saved = ("dataset_info.json", "state.json", "dataset_dict.json")
+            if local.is_dir() and any((local / f).exists() for f in saved):
+                ds = datasets.load_from_disk(str(local))
+                if isinstance(ds, datasets.DatasetDict):
+                    ds = ds[self.split]
+                return ds
+            if self._offline():
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            return datasets.load_dataset(self.name, self.config, split=self.split, revision=self.revision)
+        except Exception as exc:  # the hub raises many types; all mean "not available here"
+            where = os.environ.get("HF_DATASETS_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+            raise DatasetUnavailable(
+                f"HuggingFace dataset {self.name!r} (split {self.split!r}) is not available: {type(exc).__name__}: "
+                f"{exc}. It is not in the local cache ({where}) and the hub could not be used"
+                f"{' (offline mode)' if self._offline() else ''}. Fetch it once on a machine with network "
+                f"(python -c \"import datasets; datasets.load_dataset('{self.name}', split='{self.split}')\"; "
+                "gated sets such as imagenet-1k need `huggingface-cli login` and accepting their terms), "
+                "or pass the folder of a Dataset.save_to_disk copy as the name."
+            ) from exc
+
+    def items(self) -> Iterator[ItemSource]:
+        ds = self.load()
+        if self.image_column not in ds.column_names:
+            raise ValueError(f"{self.name}: no column {self.image_column!r}; columns are {ds.column_names}")
+        n = len(ds) if self.limit is None else min(self.limit, len(ds))
+        mask_dir = safe_join(load_settings().artifacts_dir, "hf_masks", self.name.replace("/", "__"), self.split)
+        for index in range(n):
+            item_id = f"{self.split}_{index:06d}"
+
+            def load(i: int = index) -> np.ndarray:
+                return to_rgb8(ds[i][self.image_column])
+
+            label = None
+            if self.label_column and self.label_column in ds.column_names:
+                label = str(ds[index][self.label_column])
+            elif self.mask_column:
+                label = str(self._save_mask(ds[index][self.mask_column], mask_dir / f"{item_id}.png"))
+            yield ItemSource(item_id, f"hf:{self.name}/{self.split}[{index}]", load, label=label)
+
+    @staticmethod
+    def _save_mask(mask: Any, path: Path) -> Path:
+        import io
+
+        from PIL import Image
+
+        if not path.exists():
+            arr = np.asarray(mask)
+            if arr.ndim == 3:  # some exports store the class index in the first channel
+                arr = arr[..., 0]
+            buf = io.BytesIO()
+            Image.fromarray(arr.astype(np.uint8), "L").save(buf, format="PNG")
+            atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def describe(self) -> str:
+        return f"HuggingFaceImages({self.name}, split={self.split})"
