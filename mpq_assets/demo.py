@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import pandas as pd
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import DagsterInstance, materialize
 
 from mpq_assets.assets import experiment_assets
 from mpq_assets.codecs import RATIOS, codec_names
@@ -41,29 +41,29 @@ def materialise_experiment(
     resource: MpqResource | None = None,
     say: Callable[[str], None] = print,
 ) -> None:
-    """Materialise ``dataset`` then every requested ``compressed`` partition, one Dagster run each."""
+    """Materialise the unpartitioned assets, then every requested partition (one Dagster run each)."""
     resources = {"mpq": resource or MpqResource()}
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the demo prints its own progress
     assets = experiment_assets(experiment)
-    dataset_key = AssetKey([experiment.name, "dataset"])
-    compressed_key = AssetKey([experiment.name, "compressed"])
+    whole = [a.key for a in assets if a.partitions_def is None]
+    per_partition = [a.key for a in assets if a.partitions_def is not None]
     codecs = list(codecs or codec_names(experiment.modality))
     bitrates = list(bitrates or RATIOS)
     t0 = time.perf_counter()
-    result = materialize(assets, selection=[dataset_key], instance=instance, resources=resources,
-                         run_config=quiet)
+    result = materialize(assets, selection=whole, instance=instance, resources=resources, run_config=quiet)
     if not result.success:
-        raise RuntimeError(f"{experiment.name}/dataset failed")
-    say(f"  {experiment.name}/dataset materialised ({time.perf_counter() - t0:.1f}s)")
+        raise RuntimeError(f"{experiment.name}: {', '.join(k.to_user_string() for k in whole)} failed")
+    say(f"  {', '.join(k.to_user_string() for k in whole)} materialised ({time.perf_counter() - t0:.1f}s)")
     ensure_codec_partitions(instance, experiment, codecs)
+    names = ", ".join(k.path[-1] for k in per_partition)
     for codec in codecs:
         t0 = time.perf_counter()
         for bitrate in bitrates:
-            result = materialize(assets, selection=[compressed_key], partition_key=partition_key(codec, bitrate),
+            result = materialize(assets, selection=per_partition, partition_key=partition_key(codec, bitrate),
                                  instance=instance, resources=resources, raise_on_error=False, run_config=quiet)
             if not result.success:
-                say(f"  {experiment.name}/compressed {codec}@{bitrate} FAILED (see the run in the Dagster UI)")
-        say(f"  {experiment.name}/compressed {codec}: {len(bitrates)} ratios ({time.perf_counter() - t0:.1f}s)")
+                say(f"  {experiment.name} {codec}@{bitrate} FAILED (see the run in the Dagster UI)")
+        say(f"  {experiment.name}/{{{names}}} {codec}: {len(bitrates)} ratios ({time.perf_counter() - t0:.1f}s)")
 
 
 def summary_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
@@ -91,6 +91,26 @@ def prepare_dagster_home(home: str | os.PathLike[str]) -> None:
             fh.write("telemetry:\n  enabled: false\n")
 
 
+def scores_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
+    """codec x ratio -> achieved rate, mean quality metrics and partition task scores (long rows)."""
+    rate = store.query("SELECT codec, bitrate, target_ratio, mean_ratio, mean_bpp, mean_kbps, missed_target "
+                       "FROM rate_summary WHERE experiment = ?", [experiment])
+    scores = store.query("SELECT codec, bitrate, measure, value FROM partition_scores WHERE experiment = ?",
+                         [experiment])
+    if rate.empty or scores.empty:
+        return pd.DataFrame()
+    wide = scores.pivot_table(index=["codec", "bitrate"], columns="measure", values="value").reset_index()
+    table = rate.merge(wide, on=["codec", "bitrate"], how="left").sort_values(["codec", "target_ratio"])
+    table = table.drop(columns=["target_ratio"]).dropna(axis=1, how="all")
+    return table.rename(columns={"mean_ratio": "ratio", "mean_bpp": "bpp", "mean_kbps": "kbps",
+                                 "missed_target": "missed"})
+
+
+def reference_scores(store: ResultsStore, experiment: str) -> pd.DataFrame:
+    return store.query("SELECT task, metric, value, n, model FROM task_scores WHERE experiment = ? AND "
+                       "codec = 'reference' AND item_id IS NULL ORDER BY task, metric", [experiment])
+
+
 def run_demo(
     experiments: Sequence[str] = DEMO_EXPERIMENTS,
     codecs: Sequence[str] | None = None,
@@ -114,6 +134,15 @@ def run_demo(
         table = summary_table(store, name)
         say(f"\n{name}: mean achieved ratio and rate per codec x target ratio (*n = items that missed the target)")
         say(table.to_string() if not table.empty else "  (no rows)")
+        scores = scores_table(store, name)
+        if not scores.empty:
+            ref = reference_scores(store, name)
+            if not ref.empty:
+                say(f"\n{name}: task scores on the uncompressed items (vs labels)")
+                say(ref.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+            say(f"\n{name}: achieved rate, mean quality and task scores per codec x target ratio "
+                "(agreement/kl: vs the uncompressed prediction; top1/top5: vs hand labels)")
+            say(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     failures = store.query("SELECT experiment, stage, codec, bitrate, item_id, error FROM failures")
     say(f"\nfailures recorded: {len(failures)}")
     if len(failures):

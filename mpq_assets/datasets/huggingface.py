@@ -33,6 +33,16 @@ KNOWN: dict[str, dict[str, Any]] = {
 }
 
 
+def _force_offline() -> None:
+    """HF libraries read HF_HUB_OFFLINE once at import; set their flags too so offline holds mid-process."""
+    import datasets
+    import huggingface_hub
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    datasets.config.HF_HUB_OFFLINE = True
+
+
 class DatasetUnavailable(FileNotFoundError):
     """The dataset is neither cached locally nor reachable."""
 
@@ -68,7 +78,7 @@ class HuggingFaceImages(Dataset):
                     ds = ds[self.split]
                 return ds
             if self._offline():
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                _force_offline()
             return datasets.load_dataset(self.name, self.config, split=self.split, revision=self.revision)
         except Exception as exc:  # the hub raises many types; all mean "not available here"
             where = os.environ.get("HF_DATASETS_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"

@@ -39,3 +39,15 @@ SELECT c.experiment, c.codec, c.bitrate, c.item_id, c.achieved_ratio, c.bpp, c.k
        q.metric, q.value
 FROM compressed c
 JOIN quality q USING (experiment, codec, bitrate, item_id);
+
+-- One row per experiment x codec x bitrate x measure: mean quality per metric and the
+-- partition-level task scores (item_id IS NULL rows), ready to pivot against rate.
+CREATE OR REPLACE VIEW partition_scores AS
+SELECT experiment, codec, bitrate, 'quality' AS kind, metric AS measure, avg(value) AS value, count(*) AS n
+FROM quality
+WHERE value IS NOT NULL AND isfinite(value)
+GROUP BY experiment, codec, bitrate, metric
+UNION ALL
+SELECT experiment, codec, bitrate, 'task' AS kind, task || '.' || metric AS measure, value, n
+FROM task_scores
+WHERE item_id IS NULL;

