@@ -34,10 +34,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from torchmetrics.functional.image import (
-    multiscale_structural_similarity_index_measure,
-    structural_similarity_index_measure,
-)
+import torch.nn.functional as F
 
 from mpq_assets.codecs.base import Item
 from mpq_assets.device import default_batch_size
@@ -51,8 +48,8 @@ PSNR_CAP_DB = 100.0
 _SSIM_WINDOW = 11
 _SSIM_SIGMA = 1.5
 _MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang, Simoncelli & Bovik 2003
-# After len(betas) - 1 halvings the coarsest scale must still hold one 11 x 11 window: 11 * 2**4 = 176 px.
-MS_SSIM_MIN_SIZE = _SSIM_WINDOW * 2 ** (len(_MS_SSIM_BETAS) - 1)
+# After len(betas) - 1 halvings (rounding up) the coarsest scale must still hold one 11 x 11 window: 10 * 2**4 + 1.
+MS_SSIM_MIN_SIZE = (_SSIM_WINDOW - 1) * 2 ** (len(_MS_SSIM_BETAS) - 1) + 1
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -138,6 +135,40 @@ class PSNR(_ImageMetric):
         return psnr.clamp(max=PSNR_CAP_DB)
 
 
+def _gaussian_window(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The normalised 1-D Gaussian (11 taps, sigma 1.5); skimage's ``gaussian_filter`` truncation gives the same."""
+    x = torch.arange(_SSIM_WINDOW, dtype=torch.float64) - (_SSIM_WINDOW - 1) / 2
+    g = torch.exp(-(x**2) / (2 * _SSIM_SIGMA**2))
+    return (g / g.sum()).to(device=device, dtype=dtype)
+
+
+def _ssim_per_channel(x: torch.Tensor, y: torch.Tensor, data_range: float = 255.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean SSIM and mean contrast-structure term per (item, channel), shape (N, C) each.
+
+    Separable Gaussian filtering without padding: only window positions fully inside
+    the image count, as in Wang et al.'s reference code and skimage (which filters with
+    reflection, then crops the half window). Population (not sample) covariances.
+    """
+    n, c = x.shape[:2]
+    g = _gaussian_window(x.device, x.dtype)
+    gh, gw = g.view(1, 1, -1, 1).expand(c, 1, -1, 1), g.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    filtered = F.conv2d(F.conv2d(torch.cat([x, y, x * x, y * y, x * y]), gh, groups=c), gw, groups=c)
+    mu_x, mu_y, xx, yy, xy = filtered.split(n)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
+    cs = (2 * cov + c2) / (var_x + var_y + c2)
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    return (luminance * cs).flatten(2).mean(-1), cs.flatten(2).mean(-1)
+
+
+def _halve(t: torch.Tensor) -> torch.Tensor:
+    """2 x 2 mean and subsample, an odd last row/column averaged with itself (Wang's MATLAB ``msssim.m``)."""
+    h, w = t.shape[-2:]
+    if h % 2 or w % 2:
+        t = F.pad(t, (0, w % 2, 0, h % 2), mode="replicate")
+    return F.avg_pool2d(t, 2)
+
+
 class SSIM(_ImageMetric):
     """Structural similarity (Wang et al. 2004) on each RGB channel, averaged over channels.
 
@@ -158,20 +189,20 @@ class SSIM(_ImageMetric):
     )
 
     def _score(self, reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
-        return structural_similarity_index_measure(
-            distorted, reference, gaussian_kernel=True, sigma=_SSIM_SIGMA, kernel_size=_SSIM_WINDOW,
-            data_range=255.0, reduction="none",
-        )
+        ssim, _ = _ssim_per_channel(reference, distorted)
+        return ssim.mean(dim=1)
 
 
 class MSSSIM(_ImageMetric):
     """Multi-scale SSIM (Wang, Simoncelli & Bovik 2003), 5 scales with the standard weights.
 
-    torchmetrics' implementation: Gaussian window 11, sigma 1.5, data range 255, 2 x 2
-    average pooling between scales, negative per-scale terms clipped at 0 (``relu``)
-    so that heavily distorted images give 0 instead of NaN. Needs both sides of at
-    least :data:`MS_SSIM_MIN_SIZE` (176) px: the coarsest scale (1/16) must hold one
-    11 x 11 window. Smaller images are skipped through ``applicable``.
+    Per RGB channel, then averaged over channels (as SSIM above and pytorch-msssim):
+    contrast-structure terms at scales 1-4 and full SSIM at scale 5, each clipped at 0
+    (so heavy distortion gives 0 rather than NaN) and raised to the weights
+    (0.0448, 0.2856, 0.3001, 0.2363, 0.1333). Between scales a 2 x 2 mean and
+    subsampling (odd sizes round up, as in the reference MATLAB code). The coarsest
+    scale must hold one 11 x 11 window, so both sides need at least
+    :data:`MS_SSIM_MIN_SIZE` (161) px; smaller images are skipped through ``applicable``.
     """
 
     info = MetricInfo(
@@ -186,10 +217,17 @@ class MSSSIM(_ImageMetric):
     )
 
     def _score(self, reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
-        return multiscale_structural_similarity_index_measure(
-            distorted, reference, gaussian_kernel=True, sigma=_SSIM_SIGMA, kernel_size=_SSIM_WINDOW,
-            data_range=255.0, betas=_MS_SSIM_BETAS, normalize="relu", reduction="none",
-        )
+        terms = []
+        for scale in range(len(_MS_SSIM_BETAS)):
+            ssim, cs = _ssim_per_channel(reference, distorted)
+            if scale == len(_MS_SSIM_BETAS) - 1:
+                terms.append(ssim)
+            else:
+                terms.append(cs)
+                reference, distorted = _halve(reference), _halve(distorted)
+        betas = torch.tensor(_MS_SSIM_BETAS, device=reference.device, dtype=reference.dtype).view(-1, 1, 1)
+        per_channel = torch.prod(torch.stack(terms).clamp(min=0) ** betas, dim=0)  # (N, C)
+        return per_channel.mean(dim=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -203,7 +241,7 @@ _LPIPS_BACKBONES: dict[str, tuple[str, str, tuple[int, ...]]] = {
 }
 
 
-def _numpy_reconstruct():
+def _numpy_reconstruct() -> object:
     try:
         return importlib.import_module("numpy._core.multiarray")._reconstruct  # numpy >= 2
     except ImportError:
@@ -220,7 +258,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy", "dtype"),
     }
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle protocol
+    def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
         if name == "_reconstruct":
@@ -359,8 +397,10 @@ class LPIPS(_ImageMetric):
         return self.model(reference / 127.5 - 1.0, distorted / 127.5 - 1.0).flatten()
 
 
-_LPIPS_CITATION = "Zhang, Isola, Efros, Shechtman & Wang, The Unreasonable Effectiveness of Deep Features as a " \
+_LPIPS_CITATION = (
+    "Zhang, Isola, Efros, Shechtman & Wang, The Unreasonable Effectiveness of Deep Features as a "
     "Perceptual Metric, CVPR 2018 (LPIPS v0.1)"
+)
 
 
 class LPIPSAlex(LPIPS):
@@ -368,8 +408,13 @@ class LPIPSAlex(LPIPS):
 
     net = "alex"
     info = MetricInfo(
-        name="lpips_alex", modality="image", higher_is_better=False, gpu_capable=True, min_size=31,
-        unit="distance, >= 0 (0 = identical)", citation=_LPIPS_CITATION,
+        name="lpips_alex",
+        modality="image",
+        higher_is_better=False,
+        gpu_capable=True,
+        min_size=31,
+        unit="distance, >= 0 (0 = identical)",
+        citation=_LPIPS_CITATION,
     )
 
 
@@ -378,6 +423,11 @@ class LPIPSVGG(LPIPS):
 
     net = "vgg"
     info = MetricInfo(
-        name="lpips_vgg", modality="image", higher_is_better=False, gpu_capable=True, min_size=16,
-        unit="distance, >= 0 (0 = identical)", citation=_LPIPS_CITATION,
+        name="lpips_vgg",
+        modality="image",
+        higher_is_better=False,
+        gpu_capable=True,
+        min_size=16,
+        unit="distance, >= 0 (0 = identical)",
+        citation=_LPIPS_CITATION,
     )
