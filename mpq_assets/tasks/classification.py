@@ -27,7 +27,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -66,8 +65,8 @@ def load_hf(loader: Callable[..., Any], model: str, what: str) -> Any:
     """``loader.from_pretrained(model)`` with the offline rule and a clear error when it is missing."""
     local_only = hub_offline()
     try:
-        return loader.from_pretrained(model, local_files_only=local_only)
-    except (OSError, ValueError) as exc:
+        return loader.from_pretrained(checkpoint_id(model), local_files_only=local_only)
+    except OSError as exc:
         if Path(model).expanduser().is_dir():
             raise ModelNotAvailableError(
                 f"cannot load the {what} from the local folder {model!r}: {exc}\n"
@@ -131,7 +130,7 @@ class _HFClassifier(_Backend):
         self.processor = load_hf(AutoImageProcessor, model, "image processor")
         self.model = load_hf(AutoModelForImageClassification, model, "image-classification model")
         self.model.to(device).eval()
-        self.labels = _id2label(self.model.config)
+        self.labels = class_names_from_config(self.model.config)
 
     def preprocess(self, item: np.ndarray) -> torch.Tensor:
         return hf_preprocess(self.processor, item)
@@ -178,7 +177,7 @@ class _EfficientNetLite0(_Backend):
         return self.model(batch)
 
 
-def _id2label(config: Any) -> list[str]:
+def class_names_from_config(config: Any) -> list[str]:
     id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
     n = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
     return [id2label.get(i, f"LABEL_{i}") for i in range(n)]
@@ -209,25 +208,22 @@ def _class_names(model: str) -> list[str]:
             else:
                 from transformers import AutoConfig
 
-                _LABELS[key] = _id2label(load_hf(AutoConfig, model, "model config"))
+                _LABELS[key] = class_names_from_config(load_hf(AutoConfig, model, "model config"))
         return _LABELS[key]
 
 
 # ------------------------------------------------------------------------- labels
 
-@dataclass(frozen=True)
 class ClassIndex:
     """Resolves label strings to class indices (names, synonyms, decimal indices)."""
 
-    names: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        lookup: dict[str, set[int]] = {}
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self._lookup: dict[str, set[int]] = {}
         for i, name in enumerate(self.names):
             keys = {name.strip().lower()} | {s.strip().lower() for s in name.split(",") if s.strip()}
             for key in keys:
-                lookup.setdefault(key, set()).add(i)
-        object.__setattr__(self, "_lookup", lookup)
+                self._lookup.setdefault(key, set()).add(i)
 
     def resolve(self, label: str | int) -> set[int]:
         """All class indices the label accepts; ValueError when none of its parts names a class."""
@@ -242,7 +238,7 @@ class ClassIndex:
                     raise ValueError(f"class index {part} out of range for a model with {len(self.names)} classes")
                 found.add(int(part))
             else:
-                found |= self._lookup.get(part.lower(), set())  # type: ignore[attr-defined]
+                found |= self._lookup.get(part.lower(), set())
         if parts and not found:
             raise ValueError(f"label {label!r} names no class of this model (e.g. {', '.join(self.names[:3])}, ...)")
         return found
@@ -322,8 +318,8 @@ class ImageClassification(Task):
 
     def score_labels(self, item_ids: Sequence[str], predictions: Sequence[Prediction],
                      labels: Sequence[Any]) -> list[Score]:
-        _same_length(item_ids, predictions, labels)
-        index = ClassIndex(tuple(self.class_names))
+        same_length(item_ids, predictions, labels)
+        index = ClassIndex(self.class_names)
         if self.multi_label:
             return self._score_auroc(predictions, labels, index)
         rows: list[Score] = []
@@ -365,7 +361,7 @@ class ImageClassification(Task):
 
     def score_reference(self, item_ids: Sequence[str], predictions: Sequence[Prediction],
                         reference: Sequence[Prediction]) -> list[Score]:
-        _same_length(item_ids, predictions, reference)
+        same_length(item_ids, predictions, reference)
         rows: list[Score] = []
         values: dict[str, list[float]] = {"agreement": [], "kl": []}
         kl = scoring.binary_kl_divergence if self.multi_label else scoring.kl_divergence
@@ -387,7 +383,7 @@ class ImageClassification(Task):
         return rows
 
 
-def _same_length(item_ids: Sequence[Any], predictions: Sequence[Any], other: Sequence[Any]) -> None:
+def same_length(item_ids: Sequence[Any], predictions: Sequence[Any], other: Sequence[Any]) -> None:
     if not len(item_ids) == len(predictions) == len(other):
         raise ValueError(f"lengths differ: {len(item_ids)} item ids, {len(predictions)} predictions, {len(other)} "
                          "labels/references")
