@@ -16,7 +16,8 @@ from PIL import Image
 
 from mpq_assets.tasks import scoring
 from mpq_assets.tasks.base import Prediction
-from mpq_assets.tasks.classification import ImageClassification, ModelNotAvailableError
+from mpq_assets.tasks.classification import ImageClassification
+from mpq_assets.tasks.hf import ModelNotAvailableError
 from mpq_assets.tasks.registry import TASKS, make_task
 from mpq_assets.tasks.segmentation import SemanticSegmentation, reduce_ade_labels
 

@@ -77,3 +77,9 @@ class Task(ABC):
     def score_reference(self, item_ids: Sequence[str], predictions: Sequence[Prediction],
                         reference: Sequence[Prediction]) -> list[Score]:
         """Label-free scores against the prediction on the uncompressed item."""
+
+
+def same_length(item_ids: Sequence[Any], predictions: Sequence[Any], other: Sequence[Any]) -> None:
+    if not len(item_ids) == len(predictions) == len(other):
+        raise ValueError(f"lengths differ: {len(item_ids)} item ids, {len(predictions)} predictions, {len(other)} "
+                         "labels/references")

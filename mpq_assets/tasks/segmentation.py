@@ -36,15 +36,14 @@ import torch
 import torch.nn.functional as F
 
 from mpq_assets.tasks import scoring
-from mpq_assets.tasks.base import Prediction, Score, Task, TaskInfo
-from mpq_assets.tasks.classification import (
+from mpq_assets.tasks.base import Prediction, Score, Task, TaskInfo, same_length
+from mpq_assets.tasks.hf import (
     check_image,
     checkpoint_id,
     class_names_from_config,
     hf_preprocess,
     load_hf,
     run_grouped,
-    same_length,
 )
 
 log = logging.getLogger(__name__)
