@@ -82,7 +82,7 @@ def test_more_compression_hurts_quality_and_the_model(run) -> None:
     table = scores_table(store, "demo_images").set_index("bitrate")
     lo, hi = table.loc["20x"], table.loc["200x"]
     assert lo["psnr"] > hi["psnr"] + 3
-    assert lo["lpips_alex"] < hi["lpips_alex"] and lo["lpips_vgg"] < hi["lpips_vgg"]
+    assert lo["lpips_alex"] < hi["lpips_alex"]
     assert lo["ms_ssim"] > hi["ms_ssim"]
     assert lo["classification.kl"] < hi["classification.kl"]
     assert lo["classification.agreement"] >= hi["classification.agreement"]
