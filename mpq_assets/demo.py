@@ -28,7 +28,7 @@ DEMO_EXPERIMENTS = ("demo_images", "demo_speech", "demo_music")
 def ensure_codec_partitions(instance: DagsterInstance, experiment: Experiment, codecs: Sequence[str]) -> None:
     """Register codec partitions for a scripted run (the UI path uses the codec sensor instead)."""
     name = codec_partitions_name(experiment.modality)
-    missing = [c for c in codecs if not instance.has_dynamic_partition(name, c)]
+    missing = [c for c in dict.fromkeys(codecs) if not instance.has_dynamic_partition(name, c)]
     if missing:
         instance.add_dynamic_partitions(name, missing)
 

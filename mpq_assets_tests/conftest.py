@@ -10,6 +10,14 @@ import pytest
 from mpq_assets.settings import Settings, load_settings
 from mpq_assets.store import ResultsStore
 
+# two partitions of every demo experiment, materialised once per test session
+DEMO_PLAN = {
+    "demo_images": [("jpeg", "20x"), ("jpeg", "200x")],
+    "demo_speech": [("opus", "100x"), ("mp3", "20x")],
+    "demo_music": [("aac", "20x"), ("opus", "1000x")],
+}
+DEMO_ITEMS = {"demo_images": 11, "demo_speech": 24, "demo_music": 3}
+
 
 @pytest.fixture()
 def mpq_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -30,3 +38,37 @@ def settings(mpq_home: Path) -> Settings:
 @pytest.fixture()
 def store(settings: Settings) -> ResultsStore:
     return ResultsStore(settings.db_path, lock_timeout_s=30)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory):
+    """Every asset of each demo experiment for the DEMO_PLAN partitions, on a real Dagster instance.
+
+    Yields (settings, store, instance, results) with results keyed by (experiment, codec, bitrate).
+    """
+    from dagster import DagsterInstance, materialize
+
+    from mpq_assets.assets import experiment_assets
+    from mpq_assets.demo import ensure_codec_partitions
+    from mpq_assets.experiments import EXPERIMENTS
+    from mpq_assets.partitions import partition_key
+    from mpq_assets.resources import MpqResource
+
+    home = tmp_path_factory.mktemp("mpq_home")
+    resource = MpqResource(home=str(home))
+    settings = resource.settings()
+    with DagsterInstance.local_temp(str(tmp_path_factory.mktemp("dagster_home"))) as instance:
+        results = {}
+        for name, parts in DEMO_PLAN.items():
+            exp = EXPERIMENTS[name]
+            assets = experiment_assets(exp)
+            whole = [a.key for a in assets if a.partitions_def is None]
+            partitioned = [a.key for a in assets if a.partitions_def is not None]
+            assert materialize(assets, selection=whole, instance=instance, resources={"mpq": resource}).success
+            ensure_codec_partitions(instance, exp, [c for c, _ in parts])
+            for codec, bitrate in parts:
+                r = materialize(assets, selection=partitioned, instance=instance,
+                                partition_key=partition_key(codec, bitrate), resources={"mpq": resource})
+                assert r.success
+                results[(name, codec, bitrate)] = r
+        yield settings, ResultsStore(settings.db_path), instance, results

@@ -92,3 +92,17 @@ def test_missing_hub_dataset_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", datasets.config.HF_HUB_OFFLINE)
     with pytest.raises(DatasetUnavailable, match="not in the local cache.*offline mode.*huggingface-cli login"):
         list(HuggingFaceImages("imagenet-1k").items())
+
+
+def test_huggingface_multi_label_lists_become_class_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    monkeypatch.setenv("MPQ_HOME", str(tmp_path / "home"))
+    names = ["Atelectasis", "Effusion", "No Finding"]
+    feats = datasets.Features({"image": datasets.Image(),
+                               "labels": datasets.Sequence(datasets.ClassLabel(names=names))})
+    img = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    datasets.Dataset.from_dict({"image": [img, img], "labels": [[0, 1], [2]]}, features=feats).save_to_disk(
+        str(tmp_path / "cxr"))
+    ds = HuggingFaceImages(str(tmp_path / "cxr"), split="test", label_column="labels")
+    assert [s.label for s in ds.items()] == ["Atelectasis|Effusion", "No Finding"]

@@ -1,5 +1,5 @@
 """Integration: the whole image experiment on a real Dagster instance with the offline
-EfficientNet-Lite0 and real metrics, two partitions, every table checked."""
+EfficientNet-Lite0 and real metrics, two partitions (the session's ``demo_run``), every table checked."""
 
 from __future__ import annotations
 
@@ -7,14 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, materialize
 
-from mpq_assets.assets import experiment_assets
-from mpq_assets.demo import ensure_codec_partitions, scores_table
+from mpq_assets.demo import scores_table
 from mpq_assets.experiments import EXPERIMENTS
-from mpq_assets.partitions import partition_key
-from mpq_assets.resources import MpqResource
-from mpq_assets.store import ResultsStore
 
 EXP = EXPERIMENTS["demo_images"]
 PARTS = [("jpeg", "20x"), ("jpeg", "200x")]
@@ -22,24 +17,9 @@ METRICS = set(EXP.quality_metrics)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("mpq_home")
-    resource = MpqResource(home=str(home))
-    assets = experiment_assets(EXP)
-    keys = {a.key.path[-1]: a.key for a in assets}
-    assert set(keys) == {"dataset", "compressed", "quality", "reference_predictions", "predictions", "task_scores"}
-    with DagsterInstance.local_temp(str(tmp_path_factory.mktemp("dagster_home"))) as instance:
-        r = materialize(assets, selection=[keys["dataset"], keys["reference_predictions"]], instance=instance,
-                        resources={"mpq": resource})
-        assert r.success
-        ensure_codec_partitions(instance, EXP, ["jpeg"])
-        results = {}
-        for codec, bitrate in PARTS:
-            results[(codec, bitrate)] = materialize(
-                assets, selection=[keys[k] for k in ("compressed", "quality", "predictions", "task_scores")],
-                partition_key=partition_key(codec, bitrate), instance=instance, resources={"mpq": resource})
-            assert results[(codec, bitrate)].success
-        yield ResultsStore(resource.settings().db_path), results
+def run(demo_run):
+    _, store, _, results = demo_run
+    return store, {(c, b): r for (e, c, b), r in results.items() if e == "demo_images"}
 
 
 def test_reference_predictions_are_real(run) -> None:
@@ -74,7 +54,7 @@ def test_every_table_has_the_partitions_rows(run) -> None:
         per_item = store.query("SELECT count(*) AS n FROM task_scores WHERE experiment=? AND codec=? AND "
                                "bitrate=? AND metric='agreement' AND item_id IS NOT NULL", args)
         assert per_item["n"][0] == 11
-    assert store.query("SELECT count(*) AS n FROM errors")["n"][0] == 0
+    assert store.query("SELECT count(*) AS n FROM errors WHERE experiment = 'demo_images'")["n"][0] == 0
 
 
 def test_more_compression_hurts_quality_and_the_model(run) -> None:

@@ -105,10 +105,18 @@ class HuggingFaceImages(Dataset):
 
             label = None
             if self.label_column and self.label_column in ds.column_names:
-                label = str(ds[index][self.label_column])
+                label = self._label(ds.features[self.label_column], ds[index][self.label_column])
             elif self.mask_column:
                 label = str(self._save_mask(ds[index][self.mask_column], mask_dir / f"{item_id}.png"))
             yield ItemSource(item_id, f"hf:{self.name}/{self.split}[{index}]", load, label=label)
+
+    @staticmethod
+    def _label(feature: Any, value: Any) -> str:
+        """Class index as a string; a multi-label list becomes '|'-joined class names (ChestX-ray style)."""
+        if isinstance(value, list | tuple):
+            names = getattr(getattr(feature, "feature", None), "names", None)
+            return "|".join(names[v] if names and isinstance(v, int) else str(v) for v in value)
+        return str(value)
 
     @staticmethod
     def _save_mask(mask: Any, path: Path) -> Path:

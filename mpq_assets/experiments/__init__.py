@@ -48,6 +48,22 @@ EXPERIMENTS: dict[str, Experiment] = {
                    tasks=(TaskSpec("classification", "classification", {"model": "efficientnet-lite0"}),),
                    # lpips_vgg is available too, but costs ~1.3 s per 512 px item on 2 CPU cores (25x Alex)
                    quality_metrics=("psnr", "ssim", "ms_ssim", "lpips_alex")),
+        # The paper's image sets and models: need the HuggingFace hub (or its cache) and, for
+        # imagenet-1k, an access token. Offline they fail with a message saying how to fetch them.
+        Experiment("paper_imagenet", "image", "hf_images", {"name": "imagenet-1k"},
+                   description="ImageNet-1k validation, ViT-B/16 (the paper's classifier)",
+                   tasks=(TaskSpec("classification", "classification",
+                                   {"model": "google/vit-base-patch16-224"}),),
+                   quality_metrics=("psnr", "ms_ssim", "lpips_alex")),
+        Experiment("paper_beans", "image", "hf_images", {"name": "beans"},
+                   description="Beans leaf disease test split, ViT fine-tuned on beans",
+                   tasks=(TaskSpec("classification", "classification", {"model": "nateraw/vit-base-beans"}),),
+                   quality_metrics=("psnr", "ms_ssim", "lpips_alex")),
+        Experiment("paper_ade20k", "image", "hf_images", {"name": "ade20k"},
+                   description="ADE20k (scene_parse_150) validation, SegFormer-B0",
+                   tasks=(TaskSpec("segmentation", "segmentation",
+                                   {"model": "nvidia/segformer-b0-finetuned-ade-512-512"}),),
+                   quality_metrics=("psnr", "ms_ssim", "lpips_alex")),
         Experiment("demo_speech", "audio", "demo_speech",
                    description="flite TTS sentences, 48 kHz mono like Common Voice, exact transcripts"),
         Experiment("demo_music", "audio", "demo_music",
