@@ -9,19 +9,26 @@ from mpq_assets.store import ResultsStore
 
 
 class MpqResource(ConfigurableResource):
-    """Where results go. Empty fields fall back to the environment (``MPQ_HOME``, ``MPQ_DB``, ...)."""
+    """Where results go and which device runs models.
+
+    Empty fields fall back to the environment (``MPQ_HOME``, ``MPQ_DB``, ``MPQ_DEVICE``).
+    ``device``: ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:1``, ...
+    """
 
     home: str = ""
     db_path: str = ""
+    device: str = ""
 
     def settings(self) -> Settings:
+        import os
+
         env = {}
         if self.home:
             env["MPQ_HOME"] = self.home
         if self.db_path:
             env["MPQ_DB"] = self.db_path
-        import os
-
+        if self.device:
+            env["MPQ_DEVICE"] = self.device
         return load_settings({**os.environ, **env})
 
     def store(self) -> ResultsStore:

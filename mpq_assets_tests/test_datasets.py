@@ -106,3 +106,70 @@ def test_huggingface_multi_label_lists_become_class_names(tmp_path: Path, monkey
         str(tmp_path / "cxr"))
     ds = HuggingFaceImages(str(tmp_path / "cxr"), split="test", label_column="labels")
     assert [s.label for s in ds.items()] == ["Atelectasis|Effusion", "No Finding"]
+
+
+def _wav(path: Path, seconds: float = 0.5, rate: int = 16000, channels: int = 1, freq: float = 220.0) -> None:
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    sig = 0.2 * np.sin(2 * np.pi * freq * t)
+    sf.write(path, np.repeat(sig[:, None], channels, axis=1), rate, subtype="PCM_16")
+
+
+def test_audio_folder_with_transcripts(tmp_path: Path) -> None:
+    _wav(tmp_path / "a.wav")
+    _wav(tmp_path / "b.flac")
+    with (tmp_path / "transcripts.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([["file", "text"], ["a.wav", "hello world"], ["b.flac", "good morning"]])
+    ds = make_dataset("audio_folder", root=str(tmp_path))
+    assert {s.item_id: s.label for s in ds.items()} == {"a": "hello world", "b": "good morning"}
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        make_dataset("audio_folder", root=str(tmp_path), labels_csv="nope.csv")
+
+
+def test_stems_folder_musdb_layout(tmp_path: Path) -> None:
+    import json
+
+    for track in ("Artist - Song", "Other - Track"):
+        d = tmp_path / "test" / track
+        d.mkdir(parents=True)
+        for i, stem in enumerate(("mixture", "vocals", "drums", "bass", "other")):
+            _wav(d / f"{stem}.wav", rate=44100, channels=2, freq=110.0 * (i + 1))
+    (tmp_path / "test" / "no_mixture").mkdir()
+    ds = make_dataset("stems_folder", root=str(tmp_path / "test"))
+    items = list(ds.items())
+    assert [s.item_id for s in items] == ["Artist_-_Song", "Other_-_Track"]
+    stems = json.loads(items[0].label)
+    assert set(stems) == {"vocals", "drums", "bass", "other"}
+    assert Path(stems["bass"]).name == "bass.wav"
+    audio = items[0].load()
+    assert audio.channels == 2 and audio.sample_rate == 44100
+
+
+def test_huggingface_audio_saved_to_disk(tmp_path: Path) -> None:
+    import io
+
+    import datasets
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, 0.1 * np.ones(8000, np.float32), 16000, format="FLAC", subtype="PCM_16")
+    # stored as the Audio feature's storage struct: encoding through datasets.Audio would need torchcodec
+    feats = datasets.Features({"audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+                               "sentence": datasets.Value("string")})
+    datasets.Dataset.from_dict({"audio": [{"bytes": buf.getvalue(), "path": None}], "sentence": ["hi there"]},
+                               features=feats).save_to_disk(str(tmp_path / "cv"))
+    ds = make_dataset("hf_audio", name=str(tmp_path / "cv"), split="test", text_column="sentence")
+    (item,) = list(ds.items())
+    assert item.label == "hi there"
+    audio = item.load()
+    assert audio.sample_rate == 16000 and audio.frames == 8000
+
+
+def test_paper_experiments_build_their_datasets() -> None:
+    from mpq_assets.experiments import EXPERIMENTS
+
+    for name in ("paper_imagenet", "paper_beans", "paper_ade20k"):
+        ds = EXPERIMENTS[name].make_dataset()  # constructing needs no network; loading items does
+        assert isinstance(ds, HuggingFaceImages)
+    assert EXPERIMENTS["paper_imagenet"].make_dataset().name == "ILSVRC/imagenet-1k"

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -105,7 +106,7 @@ class DemoSpeech(Dataset):
 
 
 class DemoMusic(Dataset):
-    """Bach chorale mixtures; ``extra`` maps each stem name to its FLAC file."""
+    """Bach chorale mixtures; the label (JSON) and ``extra`` map each stem name to its FLAC file."""
 
     modality: ClassVar[Modality] = "audio"
     stems: ClassVar[tuple[str, ...]] = ("soprano", "alto", "tenor", "bass")
@@ -126,6 +127,6 @@ class DemoMusic(Dataset):
                     track,
                     f"demo_music/{track} ({row.get('title', '')})",
                     lambda p=mixture: load_audio(p),
-                    label=",".join(self.stems),
+                    label=json.dumps(stems),
                     extra=stems,
                 )

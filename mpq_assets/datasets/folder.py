@@ -21,32 +21,41 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", "
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aiff", ".aif"}
 
 
+LABEL_COLUMNS = ("label", "text", "transcript", "sentence")
+LABEL_FILES = ("labels.csv", "transcripts.csv")
+
+
 class FolderDataset(Dataset):
-    """Files under ``root`` with a known extension; labels from ``labels.csv`` (``file,label``)."""
+    """Files under ``root`` with a known extension; labels from a CSV with a ``file`` column and one of
+    ``label``, ``text``, ``transcript``, ``sentence`` (``labels.csv`` or ``transcripts.csv`` by default)."""
 
     modality: ClassVar[Modality]
     extensions: ClassVar[set[str]]
 
-    def __init__(self, root: str | Path, labels_csv: str | None = "labels.csv") -> None:
+    def __init__(self, root: str | Path, labels_csv: str | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset folder {self.root} does not exist")
-        self.labels = self._read_labels(labels_csv) if labels_csv else {}
+        names = (labels_csv,) if labels_csv else LABEL_FILES
+        self.labels_file = next((n for n in names if safe_join(self.root, n).exists()), None)
+        if labels_csv and self.labels_file is None:
+            raise FileNotFoundError(f"labels file {labels_csv} not found in {self.root}")
+        self.labels = self._read_labels(self.labels_file) if self.labels_file else {}
 
     def _read_labels(self, name: str) -> dict[str, str]:
         path = safe_join(self.root, name)
-        if not path.exists():
-            return {}
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
-                raise ValueError(f"{path} needs the columns 'file' and 'label'")
-            return {row["file"]: row["label"] for row in reader}
+            fields = set(reader.fieldnames or ())
+            column = next((c for c in LABEL_COLUMNS if c in fields), None)
+            if "file" not in fields or column is None:
+                raise ValueError(f"{path} needs a 'file' column and one of {LABEL_COLUMNS}")
+            return {row["file"]: row[column] for row in reader}
 
     def items(self) -> Iterator[ItemSource]:
         seen: set[str] = set()
         for path in sorted(self.root.rglob("*")):
-            if not path.is_file() or path.suffix.lower() not in self.extensions:
+            if not path.is_file() or path.suffix.lower() not in self.extensions or path.name == self.labels_file:
                 continue
             rel = path.relative_to(self.root).as_posix()
             safe = safe_join(self.root, rel)  # refuses symlinks that point outside the root
@@ -73,7 +82,7 @@ class ImageFolder(FolderDataset):
     modality = "image"
     extensions = IMAGE_EXTENSIONS
 
-    def __init__(self, root: str | Path, labels_csv: str | None = "labels.csv", masks_dir: str | None = None) -> None:
+    def __init__(self, root: str | Path, labels_csv: str | None = None, masks_dir: str | None = None) -> None:
         super().__init__(root, labels_csv)
         self.masks = safe_join(self.root, masks_dir) if masks_dir else None
 
@@ -99,3 +108,38 @@ class AudioFolder(FolderDataset):
 
     def _loader(self, path: Path):  # noqa: ANN202
         return lambda: load_audio(path)
+
+
+class StemsFolder(Dataset):
+    """One folder per track holding the mixture and its stems (MUSDB18-HQ's plain layout).
+
+    ``root/<track>/mixture.wav`` plus ``root/<track>/<stem>.wav`` for each stem
+    (any audio extension). The item is the mixture; its label is a JSON object
+    mapping stem name -> file, which separation tasks score against.
+    For MUSDB18-HQ pass ``root=<musdb18hq>/test``.
+    """
+
+    modality = "audio"
+
+    def __init__(self, root: str | Path, mixture: str = "mixture", stems: tuple[str, ...] | None = None) -> None:
+        self.root = Path(root).expanduser().resolve()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"stems folder {self.root} does not exist (for MUSDB18-HQ pass <musdb18hq>/test)")
+        self.mixture = mixture
+        self.stems = stems
+
+    def items(self) -> Iterator[ItemSource]:
+        import json
+
+        for track in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            files = {f.stem: f for f in sorted(track.iterdir()) if f.suffix.lower() in AUDIO_EXTENSIONS}
+            if self.mixture not in files:
+                continue
+            stems = {name: str(safe_join(self.root, track.name, files[name].name)) for name in files
+                     if name != self.mixture and (self.stems is None or name in self.stems)}
+            mix = safe_join(self.root, track.name, files[self.mixture].name)
+            yield ItemSource(item_id_from_name(track.name), f"{track.name}/{mix.name}",
+                             lambda p=mix: load_audio(p), label=json.dumps(stems), extra=stems)
+
+    def describe(self) -> str:
+        return f"StemsFolder({self.root})"

@@ -47,21 +47,13 @@ class DatasetUnavailable(FileNotFoundError):
     """The dataset is neither cached locally nor reachable."""
 
 
-class HuggingFaceImages(Dataset):
-    modality: ClassVar[Modality] = "image"
+class _HuggingFaceSource(Dataset):
+    """Shared loading: hub name (cache, offline rule) or a save_to_disk folder, with one clear error."""
 
-    def __init__(self, name: str, split: str | None = None, config: str | None = None,
-                 image_column: str = "image", label_column: str | None = "label", mask_column: str | None = None,
-                 limit: int | None = None, revision: str | None = None) -> None:
-        preset = KNOWN.get(name, {})
-        self.name = preset.get("name", name)
-        self.split = split or preset.get("split", "validation")
-        self.config = config
-        self.image_column = image_column
-        self.label_column = preset.get("label_column", label_column)
-        self.mask_column = mask_column or preset.get("mask_column")
-        self.limit = limit
-        self.revision = revision
+    name: str
+    split: str
+    config: str | None
+    revision: str | None
 
     def _offline(self) -> bool:
         return load_settings().offline or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
@@ -90,6 +82,24 @@ class HuggingFaceImages(Dataset):
                 "gated sets such as imagenet-1k need `huggingface-cli login` and accepting their terms), "
                 "or pass the folder of a Dataset.save_to_disk copy as the name."
             ) from exc
+
+
+
+class HuggingFaceImages(_HuggingFaceSource):
+    modality: ClassVar[Modality] = "image"
+
+    def __init__(self, name: str, split: str | None = None, config: str | None = None,
+                 image_column: str = "image", label_column: str | None = "label", mask_column: str | None = None,
+                 limit: int | None = None, revision: str | None = None) -> None:
+        preset = KNOWN.get(name, {})
+        self.name = preset.get("name", name)
+        self.split = split or preset.get("split", "validation")
+        self.config = config
+        self.image_column = image_column
+        self.label_column = preset.get("label_column", label_column)
+        self.mask_column = mask_column or preset.get("mask_column")
+        self.limit = limit
+        self.revision = revision
 
     def items(self) -> Iterator[ItemSource]:
         ds = self.load()
@@ -135,3 +145,57 @@ class HuggingFaceImages(Dataset):
 
     def describe(self) -> str:
         return f"HuggingFaceImages({self.name}, split={self.split})"
+
+
+# the paper's speech set and a common alternative, with their transcript columns
+KNOWN_AUDIO: dict[str, dict[str, Any]] = {
+    "common_voice_11": {"name": "mozilla-foundation/common_voice_11_0", "config": "en", "split": "test",
+                        "text_column": "sentence"},
+    "librispeech_test_clean": {"name": "openslr/librispeech_asr", "config": "clean", "split": "test",
+                               "text_column": "text"},
+}
+
+
+class HuggingFaceAudio(_HuggingFaceSource):
+    """Speech/audio datasets; audio is decoded by MPQ (soundfile / PyAV), not by ``datasets``,
+    so no torchcodec is needed. The label is the transcript column."""
+
+    modality: ClassVar[Modality] = "audio"
+
+    def __init__(self, name: str, split: str | None = None, config: str | None = None,
+                 audio_column: str = "audio", text_column: str | None = "text", limit: int | None = None,
+                 revision: str | None = None) -> None:
+        preset = KNOWN_AUDIO.get(name, {})
+        self.name = preset.get("name", name)
+        self.split = split or preset.get("split", "test")
+        self.config = config or preset.get("config")
+        self.audio_column = audio_column
+        self.text_column = preset.get("text_column", text_column)
+        self.limit = limit
+        self.revision = revision
+
+    def items(self) -> Iterator[ItemSource]:
+        import datasets
+
+        from mpq_assets.media.audio import decode_audio_bytes, load_audio
+
+        ds = self.load()
+        if self.audio_column not in ds.column_names:
+            raise ValueError(f"{self.name}: no column {self.audio_column!r}; columns are {ds.column_names}")
+        ds = ds.cast_column(self.audio_column, datasets.Audio(decode=False))
+        n = len(ds) if self.limit is None else min(self.limit, len(ds))
+        for index in range(n):
+            row = ds[index]
+            ref = row[self.audio_column]
+            item_id = f"{self.split}_{index:06d}"
+
+            def load(ref: dict = ref, what: str = item_id):  # noqa: ANN202 - Audio
+                if ref.get("bytes"):
+                    return decode_audio_bytes(ref["bytes"], what=what)
+                return load_audio(ref["path"])
+
+            label = str(row[self.text_column]) if self.text_column in row else None
+            yield ItemSource(item_id, f"hf:{self.name}/{self.split}[{index}]", load, label=label)
+
+    def describe(self) -> str:
+        return f"HuggingFaceAudio({self.name}, split={self.split})"

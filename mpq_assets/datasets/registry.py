@@ -7,8 +7,8 @@ from typing import Any
 
 from mpq_assets.datasets.base import Dataset
 from mpq_assets.datasets.demo import DemoImages, DemoMusic, DemoSpeech
-from mpq_assets.datasets.folder import AudioFolder, ImageFolder
-from mpq_assets.datasets.huggingface import HuggingFaceImages
+from mpq_assets.datasets.folder import AudioFolder, ImageFolder, StemsFolder
+from mpq_assets.datasets.huggingface import HuggingFaceAudio, HuggingFaceImages
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "demo_images": DemoImages,
@@ -16,11 +16,14 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "demo_music": DemoMusic,
     "image_folder": ImageFolder,
     "audio_folder": AudioFolder,
+    "stems_folder": StemsFolder,
     "hf_images": HuggingFaceImages,
+    "hf_audio": HuggingFaceAudio,
 }
 
 
-def make_dataset(name: str, **kwargs: Any) -> Dataset:
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    return DATASETS[name](**kwargs)
+def make_dataset(dataset: str, /, **kwargs: Any) -> Dataset:
+    """Build the registered dataset ``dataset`` with its own keyword arguments (which may include ``name``)."""
+    if dataset not in DATASETS:
+        raise KeyError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
+    return DATASETS[dataset](**kwargs)

@@ -16,11 +16,17 @@ from mpq_assets.datasets import Dataset, make_dataset
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task of an experiment: ``name`` keys its rows, ``task`` picks the registry entry."""
+    """One task of an experiment: ``name`` keys its rows, ``task`` picks the registry entry.
+
+    ``optional=True``: when the model's weights are not available the task is
+    skipped with one clear note (the rest of the experiment runs); otherwise the
+    asset fails with the message saying how to get them.
+    """
 
     name: str
     task: str
     args: Mapping[str, Any] = field(default_factory=dict)
+    optional: bool = False
 
 
 @dataclass(frozen=True)

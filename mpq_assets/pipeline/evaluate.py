@@ -25,7 +25,7 @@ from mpq_assets.pipeline.progress import Progress
 from mpq_assets.settings import Settings
 from mpq_assets.storage_paths import atomic_write_bytes, safe_join
 from mpq_assets.store import ResultsStore
-from mpq_assets.tasks.base import Prediction, Task
+from mpq_assets.tasks.base import ModelNotAvailableError, Prediction, Task
 
 log = logging.getLogger(__name__)
 REFERENCE = "reference"  # codec and bitrate value of predictions on the uncompressed items
@@ -65,10 +65,14 @@ def _partition(store: ResultsStore, experiment: Experiment, codec: str, bitrate:
     return rows
 
 
-def _make_task(spec: TaskSpec) -> Task:
+def _make_task(spec: TaskSpec, settings: Settings) -> Task:
     from mpq_assets.tasks.registry import make_task
 
-    return make_task(spec.task, **dict(spec.args))
+    return make_task(spec.task, device=settings.device, **dict(spec.args))
+
+
+def _skip_note(experiment: Experiment, spec: TaskSpec, exc: Exception) -> str:
+    return f"{experiment.name}: task {spec.name} skipped, its model is not available. {exc}"
 
 
 def _arrays_path(settings: Settings, experiment: str, task: str, codec: str, bitrate: str) -> Path:
@@ -108,10 +112,14 @@ def _predict(task: Task, frame: pd.DataFrame, path_col: str, logger: logging.Log
             try:
                 out = task.predict([it for _, it in loaded])
                 preds.update({iid: p for (iid, _), p in zip(loaded, out, strict=True)})
+            except ModelNotAvailableError:
+                raise
             except Exception:  # retry one by one so a single bad item cannot sink the batch
                 for iid, it in loaded:
                     try:
                         preds[iid] = task.predict([it])[0]
+                    except ModelNotAvailableError:
+                        raise
                     except Exception as exc:
                         errors.append(dict(item_id=iid, error=f"{type(exc).__name__}: {exc}"))
         done += len(batch)
@@ -139,8 +147,16 @@ def reference_predictions(experiment: Experiment, store: ResultsStore, settings:
     items = _manifest(store, experiment)
     summary = StepSummary(items=len(items))
     for spec in experiment.tasks:
-        task = _make_task(spec)
-        preds, errors = _predict(task, items, "original_path", logger, f"{experiment.name}/{spec.name} reference")
+        task = _make_task(spec, settings)
+        try:
+            preds, errors = _predict(task, items, "original_path", logger,
+                                     f"{experiment.name}/{spec.name} reference")
+        except ModelNotAvailableError as exc:
+            if not spec.optional:
+                raise
+            summary.notes.append(_skip_note(experiment, spec, exc))
+            logger.warning(summary.notes[-1])
+            continue
         _save_arrays(_arrays_path(settings, experiment.name, spec.name, REFERENCE, REFERENCE),
                      {i: p.array for i, p in preds.items() if p.array is not None})
         ids = [i for i in items["item_id"] if i in preds]
@@ -165,9 +181,16 @@ def predictions_partition(experiment: Experiment, codec: str, bitrate: str, stor
     frame = _partition(store, experiment, codec, bitrate)
     summary = StepSummary(items=len(frame))
     for spec in experiment.tasks:
-        task = _make_task(spec)
-        preds, errors = _predict(task, frame, "decoded_path", logger,
-                                 f"{experiment.name}/{spec.name} {codec}@{bitrate}")
+        task = _make_task(spec, settings)
+        try:
+            preds, errors = _predict(task, frame, "decoded_path", logger,
+                                     f"{experiment.name}/{spec.name} {codec}@{bitrate}")
+        except ModelNotAvailableError as exc:
+            if not spec.optional:
+                raise
+            summary.notes.append(_skip_note(experiment, spec, exc))
+            logger.warning(summary.notes[-1])
+            continue
         _save_arrays(_arrays_path(settings, experiment.name, spec.name, codec, bitrate),
                      {i: p.array for i, p in preds.items() if p.array is not None})
         keys = {"experiment": experiment.name, "codec": codec, "bitrate": bitrate, "task": spec.name}
@@ -188,9 +211,13 @@ def task_scores_partition(experiment: Experiment, codec: str, bitrate: str, stor
     labels = dict(zip(items["item_id"], items["label"], strict=True))
     summary = StepSummary(items=len(items))
     for spec in experiment.tasks:
-        task = _make_task(spec)
+        task = _make_task(spec, settings)
         preds = load_predictions(store, settings, experiment.name, spec.name, codec, bitrate)
         ref = load_predictions(store, settings, experiment.name, spec.name, REFERENCE, REFERENCE)
+        if spec.optional and not preds and not ref:
+            summary.notes.append(f"{experiment.name}: task {spec.name} has no predictions (optional task whose "
+                                 "model is not available): not scored")
+            continue
         if not preds:
             raise RuntimeError(f"no {spec.name} predictions for {experiment.name} {codec}@{bitrate}: materialise "
                                f"{experiment.name}/predictions for that partition first")

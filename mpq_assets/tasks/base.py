@@ -25,6 +25,10 @@ import torch
 from mpq_assets.codecs.base import Item, Modality
 
 
+class ModelNotAvailableError(RuntimeError):
+    """A model's weights are not here (no cache, no network); the message says how to get them."""
+
+
 @dataclass
 class Prediction:
     summary: dict[str, Any]

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 from mpq_assets.settings import load_settings
+from mpq_assets.tasks.base import ModelNotAvailableError
+
+__all__ = ["ModelNotAvailableError", "check_image", "checkpoint_id", "class_names_from_config", "hf_preprocess",
+           "hub_offline", "load_hf", "run_grouped"]
 
 _TRUE = {"1", "true", "yes", "on"}
-
-
-class ModelNotAvailableError(RuntimeError):
-    """A checkpoint could not be loaded; the message says how to get it."""
 
 
 def hub_offline() -> bool:
