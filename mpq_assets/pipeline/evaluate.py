@@ -21,6 +21,7 @@ import pandas as pd
 from mpq_assets.codecs.base import Item
 from mpq_assets.experiments import Experiment, TaskSpec
 from mpq_assets.pipeline.compress import load_item
+from mpq_assets.pipeline.memo import METRIC_VALUES, PREDICTIONS, file_digest
 from mpq_assets.pipeline.progress import Progress
 from mpq_assets.settings import Settings
 from mpq_assets.storage_paths import atomic_write_bytes, safe_join
@@ -101,27 +102,38 @@ def _predict(task: Task, frame: pd.DataFrame, path_col: str, logger: logging.Log
     errors: list[dict] = []
     progress = Progress(logger, what, len(frame))
     done = 0
+    keys: dict[str, tuple] = {}
     for batch in _batches(frame, max(task.batch_size, 1)):
         loaded: list[tuple[str, Item]] = []
         for rec in batch.itertuples(index=False):
             try:
-                loaded.append((rec.item_id, load_item(getattr(rec, path_col), rec.modality)))
+                path = getattr(rec, path_col)
+                keys[rec.item_id] = (type(task).__name__, task.model_id, file_digest(path))
+                hit = PREDICTIONS.get(keys[rec.item_id])
+                if hit is not None:  # a byte-identical reconstruction was already predicted
+                    preds[rec.item_id] = hit
+                    continue
+                loaded.append((rec.item_id, load_item(path, rec.modality)))
             except Exception as exc:
                 errors.append(dict(item_id=rec.item_id, error=f"{type(exc).__name__}: {exc}"))
         if loaded:
             try:
                 out = task.predict([it for _, it in loaded])
-                preds.update({iid: p for (iid, _), p in zip(loaded, out, strict=True)})
+                fresh = {iid: p for (iid, _), p in zip(loaded, out, strict=True)}
             except ModelNotAvailableError:
                 raise
             except Exception:  # retry one by one so a single bad item cannot sink the batch
+                fresh = {}
                 for iid, it in loaded:
                     try:
-                        preds[iid] = task.predict([it])[0]
+                        fresh[iid] = task.predict([it])[0]
                     except ModelNotAvailableError:
                         raise
                     except Exception as exc:
                         errors.append(dict(item_id=iid, error=f"{type(exc).__name__}: {exc}"))
+            for iid, p in fresh.items():
+                PREDICTIONS.put(keys[iid], p)
+            preds.update(fresh)
         done += len(batch)
         progress.step(done)
     return preds, errors
@@ -155,7 +167,7 @@ def reference_predictions(experiment: Experiment, store: ResultsStore, settings:
             if not spec.optional:
                 raise
             summary.notes.append(_skip_note(experiment, spec, exc))
-            logger.warning(summary.notes[-1])
+            logger.info(summary.notes[-1])  # recorded in the asset's metadata; callers decide how loud
             continue
         _save_arrays(_arrays_path(settings, experiment.name, spec.name, REFERENCE, REFERENCE),
                      {i: p.array for i, p in preds.items() if p.array is not None})
@@ -189,7 +201,7 @@ def predictions_partition(experiment: Experiment, codec: str, bitrate: str, stor
             if not spec.optional:
                 raise
             summary.notes.append(_skip_note(experiment, spec, exc))
-            logger.warning(summary.notes[-1])
+            logger.info(summary.notes[-1])  # recorded in the asset's metadata; callers decide how loud
             continue
         _save_arrays(_arrays_path(settings, experiment.name, spec.name, codec, bitrate),
                      {i: p.array for i, p in preds.items() if p.array is not None})
@@ -249,9 +261,10 @@ def quality_partition(experiment: Experiment, codec: str, bitrate: str, store: R
     progress = Progress(logger, f"{experiment.name}/quality {codec}@{bitrate}", len(frame))
     done = 0
     for batch in _batches(frame, BATCH):
-        refs, dists, ids = [], [], []
+        refs, dists, ids, digests = [], [], [], []
         for rec in batch.itertuples(index=False):
             try:
+                digests.append((file_digest(rec.original_path), file_digest(rec.decoded_path)))
                 refs.append(load_item(rec.original_path, rec.modality))
                 dists.append(load_item(rec.decoded_path, rec.modality))
                 ids.append(rec.item_id)
@@ -261,8 +274,11 @@ def quality_partition(experiment: Experiment, codec: str, bitrate: str, store: R
             keep = []
             for k, ref in enumerate(refs):
                 reason = metric.applicable(ref)
+                memo = METRIC_VALUES.get((metric.info.name, *digests[k]))
                 if reason:
                     skipped.setdefault(metric.info.name, []).append(ids[k])
+                elif memo is not None:  # same original and byte-identical reconstruction: same value
+                    rows.append(dict(item_id=ids[k], metric=metric.info.name, value=memo))
                 else:
                     keep.append(k)
             if not keep:
@@ -275,8 +291,9 @@ def quality_partition(experiment: Experiment, codec: str, bitrate: str, store: R
                 for k in keep:
                     errors.append(dict(item_id=ids[k], error=f"{metric.info.name}: {type(exc).__name__}: {exc}"))
                 continue
-            rows += [dict(item_id=ids[k], metric=metric.info.name, value=float(v))
-                     for k, v in zip(keep, values, strict=True)]
+            for k, v in zip(keep, values, strict=True):
+                METRIC_VALUES.put((metric.info.name, *digests[k]), float(v))
+                rows.append(dict(item_id=ids[k], metric=metric.info.name, value=float(v)))
         done += len(batch)
         progress.step(done)
     df = pd.DataFrame(rows, columns=["item_id", "metric", "value"])
