@@ -47,18 +47,13 @@ MODELS: dict[str, ModelEntry] = {
 
 
 def _demucs_files(name: str) -> list[Path]:
-    import torch
+    """The legacy checkpoint files demucs keeps in the torch hub cache for ``name``."""
+    from mpq_assets.tasks.separation import legacy_plan
 
-    spec = util.find_spec("demucs")
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        return [path for _, path in legacy_plan(name)[1]]
+    except (KeyError, ImportError):
         return []
-    remote = Path(next(iter(spec.submodule_search_locations))) / "remote"
-    sigs = []
-    for line in (remote / f"{name}.yaml").read_text().splitlines():
-        if line.startswith("models:"):
-            sigs = [s.strip(" '\"") for s in line.split(":", 1)[1].strip(" []").split(",")]
-    files = {f.split("-")[0]: f for f in (remote / "files.txt").read_text().split()}
-    return [Path(torch.hub.get_dir()) / "checkpoints" / files[s] for s in sigs if s in files]
 
 
 def location(name: str) -> tuple[bool, str]:
@@ -97,9 +92,9 @@ def _pull_whisper(name: str) -> str:
 
 
 def _pull_demucs(name: str) -> str:
-    from demucs.pretrained import get_model
+    from mpq_assets.tasks.separation import pull_model
 
-    get_model(name)
+    pull_model(name)  # downloads into demucs' caches, then checks the files load safely
     return location(name)[1]
 
 

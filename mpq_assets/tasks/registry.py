@@ -17,12 +17,14 @@ from mpq_assets.device import default_batch_size, resolve_device
 from mpq_assets.tasks.base import Task
 from mpq_assets.tasks.classification import ImageClassification
 from mpq_assets.tasks.segmentation import SemanticSegmentation
+from mpq_assets.tasks.separation import SourceSeparation
 from mpq_assets.tasks.speech import SpeechRecognition
 
 TASKS: dict[str, type[Task]] = {
     "classification": ImageClassification,
     "segmentation": SemanticSegmentation,
     "asr": SpeechRecognition,
+    "separation": SourceSeparation,
 }
 
 _INSTANCES: dict[tuple[Any, ...], Task] = {}
