@@ -82,6 +82,20 @@ def summary_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
     return table[[b for b in RATIOS if b in table.columns]]
 
 
+def missing_optional_models(experiment: Experiment) -> list[str]:
+    """One line per optional task whose weights are not cached, saying how to fetch them."""
+    from mpq_assets.model_cache import MODELS, location
+
+    lines = []
+    for spec in experiment.tasks:
+        model = str(spec.args.get("model", ""))
+        if spec.optional and model in MODELS and not location(model)[0]:
+            lines.append(f"skipping task {spec.name}: {model} weights are not cached (none ship on PyPI). "
+                         f"Fetch them on a networked machine with `mpq models pull {model}`, or copy "
+                         f"{location(model)[1]} here; the rest of {experiment.name} runs.")
+    return lines
+
+
 def prepare_dagster_home(home: str | os.PathLike[str]) -> None:
     """Create DAGSTER_HOME with a dagster.yaml (telemetry off: our machines have no internet)."""
     os.makedirs(home, exist_ok=True)
@@ -91,15 +105,18 @@ def prepare_dagster_home(home: str | os.PathLike[str]) -> None:
             fh.write("telemetry:\n  enabled: false\n")
 
 
-def scores_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
-    """codec x ratio -> achieved rate, mean quality metrics and partition task scores (long rows)."""
+def scores_table(store: ResultsStore, experiment: str, measures: Sequence[str] = ()) -> pd.DataFrame:
+    """codec x ratio -> achieved rate, mean quality metrics and partition task scores (``measures``: a subset)."""
     rate = store.query("SELECT codec, bitrate, target_ratio, mean_ratio, mean_bpp, mean_kbps, missed_target "
                        "FROM rate_summary WHERE experiment = ?", [experiment])
     scores = store.query("SELECT codec, bitrate, measure, value FROM partition_scores WHERE experiment = ?",
                          [experiment])
     if rate.empty or scores.empty:
         return pd.DataFrame()
+    if measures:
+        scores = scores[scores["measure"].isin(measures)]
     wide = scores.pivot_table(index=["codec", "bitrate"], columns="measure", values="value").reset_index()
+    wide = wide[["codec", "bitrate", *[m for m in measures if m in wide.columns]]] if measures else wide
     table = rate.merge(wide, on=["codec", "bitrate"], how="left").sort_values(["codec", "target_ratio"])
     table = table.drop(columns=["target_ratio"]).dropna(axis=1, how="all")
     return table.rename(columns={"mean_ratio": "ratio", "mean_bpp": "bpp", "mean_kbps": "kbps",
@@ -129,19 +146,21 @@ def run_demo(
         exp = EXPERIMENTS[name]
         mine = [c for c in (codecs or codec_names(exp.modality)) if c in codec_names(exp.modality)]
         say(f"\n== {name}: {exp.description}")
+        for line in missing_optional_models(exp):
+            say(f"  {line}")
         materialise_experiment(exp, instance, mine, bitrates, say=say)
     for name in experiments:
         table = summary_table(store, name)
         say(f"\n{name}: mean achieved ratio and rate per codec x target ratio (*n = items that missed the target)")
         say(table.to_string() if not table.empty else "  (no rows)")
-        scores = scores_table(store, name)
+        scores = scores_table(store, name, EXPERIMENTS[name].headline)
         if not scores.empty:
             ref = reference_scores(store, name)
             if not ref.empty:
                 say(f"\n{name}: task scores on the uncompressed items (vs labels)")
                 say(ref.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
             say(f"\n{name}: achieved rate, mean quality and task scores per codec x target ratio "
-                "(agreement/kl: vs the uncompressed prediction; top1/top5: vs hand labels)")
+                "(*_ref, agreement, kl: vs the task's output on the uncompressed item; others vs labels)")
             say(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     failures = store.query("SELECT experiment, stage, codec, bitrate, item_id, error FROM failures")
     say(f"\nfailures recorded: {len(failures)}")

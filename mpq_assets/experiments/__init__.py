@@ -1,4 +1,4 @@
-"""Experiments are data: a dataset, its modality, and (later) tasks and quality metrics.
+"""Experiments are data: a dataset, its modality, its tasks and quality metrics.
 
 Adding an experiment is one entry in ``EXPERIMENTS``; the asset factory turns
 each entry into its own asset group.
@@ -6,12 +6,15 @@ each entry into its own asset group.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mpq_assets.codecs.base import Modality
 from mpq_assets.datasets import Dataset, make_dataset
+from mpq_assets.settings import REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Experiment:
     description: str = ""
     tasks: tuple[TaskSpec, ...] = ()
     quality_metrics: tuple[str, ...] = ()
+    headline: tuple[str, ...] = ()  # measures the demo summary prints (all when empty)
 
     def make_dataset(self) -> Dataset:
         ds = make_dataset(self.dataset, **dict(self.dataset_args))
@@ -53,7 +57,9 @@ EXPERIMENTS: dict[str, Experiment] = {
                    description="Photos shipped by scikit-image / scikit-learn / matplotlib, 5 hand-labelled",
                    tasks=(TaskSpec("classification", "classification", {"model": "efficientnet-lite0"}),),
                    # lpips_vgg is available too, but costs ~1.3 s per 512 px item on 2 CPU cores (25x Alex)
-                   quality_metrics=("psnr", "ssim", "ms_ssim", "lpips_alex")),
+                   quality_metrics=("psnr", "ssim", "ms_ssim", "lpips_alex"),
+                   headline=("psnr", "ms_ssim", "lpips_alex", "classification.agreement", "classification.kl",
+                             "classification.top1")),
         # The paper's image sets and models: need the HuggingFace hub (or its cache) and, for
         # imagenet-1k, an access token. Offline they fail with a message saying how to fetch them.
         Experiment("paper_imagenet", "image", "hf_images", {"name": "imagenet-1k"},
@@ -71,9 +77,27 @@ EXPERIMENTS: dict[str, Experiment] = {
                                    {"model": "nvidia/segformer-b0-finetuned-ade-512-512"}),),
                    quality_metrics=("psnr", "ms_ssim", "lpips_alex")),
         Experiment("demo_speech", "audio", "demo_speech",
-                   description="flite TTS sentences, 48 kHz mono like Common Voice, exact transcripts"),
+                   description="flite TTS sentences, 48 kHz mono like Common Voice, exact transcripts",
+                   tasks=(TaskSpec("asr", "asr", {"model": "tiny.en-ct2"}),),
+                   quality_metrics=("snr", "si_sdr", "log_mel_distance", "stoi", "pesq", "cdpam", "dnsmos"),
+                   headline=("si_sdr", "stoi", "pesq", "cdpam", "asr.wer", "asr.wer_ref")),
         Experiment("demo_music", "audio", "demo_music",
-                   description="Bach chorale excerpts rendered per voice (FluidR3_GM), 44.1 kHz stereo"),
+                   description="Bach chorale excerpts rendered per voice (FluidR3_GM), 44.1 kHz stereo",
+                   # no separation weights ship on PyPI: runs when `mpq models pull htdemucs` has been done
+                   tasks=(TaskSpec("separation", "separation", {"model": "htdemucs"}, optional=True),),
+                   quality_metrics=("snr", "si_sdr", "log_mel_distance", "cdpam"),
+                   headline=("snr", "si_sdr", "log_mel_distance", "cdpam", "separation.sdr_ref")),
+        # The paper's audio sets: Common Voice 11 (hub, needs accepting its terms) and MUSDB18-HQ
+        # (a local copy: MPQ_MUSDB_ROOT, default data/musdb18hq, its test/ split).
+        Experiment("paper_commonvoice", "audio", "hf_audio", {"name": "common_voice_11"},
+                   description="Common Voice 11 English test split, openai-whisper",
+                   tasks=(TaskSpec("asr", "asr", {"model": "base"}),),
+                   quality_metrics=("si_sdr", "stoi", "pesq", "cdpam")),
+        Experiment("paper_musdb", "audio", "stems_folder",
+                   {"root": str(Path(os.environ.get("MPQ_MUSDB_ROOT", REPO_ROOT / "data" / "musdb18hq")) / "test")},
+                   description="MUSDB18-HQ test split, Demucs v3 (hdemucs_mmi, the paper's)",
+                   tasks=(TaskSpec("separation", "separation", {"model": "hdemucs_mmi"}),),
+                   quality_metrics=("si_sdr", "log_mel_distance", "cdpam")),
     )
 }
 

@@ -276,7 +276,7 @@ def quality_partition(experiment: Experiment, codec: str, bitrate: str, store: R
                 reason = metric.applicable(ref)
                 memo = METRIC_VALUES.get((metric.info.name, *digests[k]))
                 if reason:
-                    skipped.setdefault(metric.info.name, []).append(ids[k])
+                    skipped.setdefault(metric.info.name, []).append(f"{ids[k]} ({reason})")
                 elif memo is not None:  # same original and byte-identical reconstruction: same value
                     rows.append(dict(item_id=ids[k], metric=metric.info.name, value=memo))
                 else:
@@ -304,7 +304,7 @@ def quality_partition(experiment: Experiment, codec: str, bitrate: str, store: R
     ])
     summary = StepSummary(items=len(frame), errors=len(errors), rows=len(df))
     for name, ids_ in skipped.items():
-        note = f"{name} skipped for {len(ids_)} item(s) below its minimum size: {', '.join(ids_)}"
+        note = f"{name} skipped for {len(ids_)} item(s): {'; '.join(ids_)}"
         logger.info(note)
         summary.notes.append(note)
     if len(df):

@@ -1,6 +1,6 @@
 """The quality-metric table: public name -> metric class (one line per metric, CompressAI-zoo style).
 
-Audio metrics join the same table. The pipeline picks metrics by name or by
+Image and audio metrics live in one table. The pipeline picks metrics by name or by
 modality and reads each class's :class:`~mpq_assets.quality.base.MetricInfo`.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from mpq_assets.codecs.base import Modality
+from mpq_assets.quality.audio import CDPAM, DNSMOS, PESQ, SISDR, SNR, STOI, LogMelDistance
 from mpq_assets.quality.base import QualityMetric
 from mpq_assets.quality.image import LPIPSVGG, MSSSIM, PSNR, SSIM, LPIPSAlex
 
@@ -20,7 +21,17 @@ IMAGE_METRICS: dict[str, type[QualityMetric]] = {
     "lpips_vgg": LPIPSVGG,
 }
 
-METRICS: dict[str, type[QualityMetric]] = {**IMAGE_METRICS}
+AUDIO_METRICS: dict[str, type[QualityMetric]] = {
+    "snr": SNR,
+    "si_sdr": SISDR,
+    "log_mel_distance": LogMelDistance,
+    "stoi": STOI,
+    "pesq": PESQ,
+    "cdpam": CDPAM,
+    "dnsmos": DNSMOS,  # no reference: scores the reconstruction alone
+}
+
+METRICS: dict[str, type[QualityMetric]] = {**IMAGE_METRICS, **AUDIO_METRICS}
 
 
 def metrics_for(modality: Modality) -> dict[str, type[QualityMetric]]:
