@@ -24,11 +24,13 @@ def run(demo_run):
 
 def test_reference_predictions_are_real(run) -> None:
     store, _ = run
-    refs = store.query("SELECT item_id, prediction, model FROM predictions WHERE codec = 'reference'")
+    refs = store.query("SELECT item_id, prediction, model FROM predictions WHERE codec = 'reference' AND "
+                       "experiment = 'demo_images'")
     assert len(refs) == 11 and set(refs["model"]) == {"efficientnet-lite0"}
     top1 = {r.item_id: json.loads(r.prediction)["top1"] for r in refs.itertuples()}
     assert top1["coffee"] == "espresso"
-    acc = store.query("SELECT metric, value, n FROM task_scores WHERE codec = 'reference' AND item_id IS NULL")
+    acc = store.query("SELECT metric, value, n FROM task_scores WHERE codec = 'reference' AND item_id IS NULL "
+                      "AND experiment = 'demo_images'")
     by = {r.metric: (r.value, r.n) for r in acc.itertuples()}
     assert by["top1"][1] == 5 and by["top1"][0] >= 0.6  # 5 hand-labelled photos
     assert by["top5"][0] >= by["top1"][0]
