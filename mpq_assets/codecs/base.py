@@ -58,6 +58,14 @@ class Codec(ABC):
         """Whether the libraries this codec needs are installed (optional codecs say no)."""
         return True
 
+    def weights_missing(self) -> str | None:
+        """Why this codec cannot run here (e.g. its weights are not cached) and how to fix it; None if ready.
+
+        Neural codecs override this; the demo skips a codec that is not ready with
+        this one line, and ``compressed`` fails with it instead of writing error rows.
+        """
+        return None
+
     @abstractmethod
     def ladder(self, item: Item) -> Sequence[Any]:
         """Settings for this item, ordered from lowest to highest rate."""

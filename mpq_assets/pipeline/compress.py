@@ -97,6 +97,11 @@ def compress_partition(experiment: Experiment, codec_name: str, bitrate: str, st
     start = time.perf_counter()
     ratio = parse_ratio(bitrate)
     codec = get_codec(codec_name)
+    missing = codec.weights_missing()
+    if missing:  # fail the partition with the fix, rather than one identical error row per item
+        from mpq_assets.weights import ModelNotAvailableError
+
+        raise ModelNotAvailableError(f"codec {codec_name}: {missing}")
     if codec.modality != experiment.modality:
         raise ValueError(f"codec {codec_name} is for {codec.modality}, experiment {experiment.name} is "
                          f"{experiment.modality}")

@@ -23,10 +23,9 @@ import numpy as np
 import torch
 
 from mpq_assets.codecs.base import Item, Modality
+from mpq_assets.weights import ModelNotAvailableError
 
-
-class ModelNotAvailableError(RuntimeError):
-    """A model's weights are not here (no cache, no network); the message says how to get them."""
+__all__ = ["ModelNotAvailableError", "Prediction", "Score", "Task", "TaskInfo", "same_length"]
 
 
 @dataclass
