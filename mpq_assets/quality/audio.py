@@ -6,7 +6,7 @@ rate, channel count and length, or :class:`ValueError` names the item and what
 differs. Pairs in one batch may differ in length; every metric here is defined per
 clip, so each pair is scored on its own (torch metrics on the metric's device).
 
-Each metric's :class:`AudioMetricInfo` says the rate it works at (``sample_rate``;
+Each metric's :class:`MetricInfo` says the rate it works at (``sample_rate``;
 ``None`` = the item's own rate) and how it treats channels (``channels``). Items
 are brought there with the project's one resampler and down-mixer
 (:func:`~mpq_assets.media.audio.resample`, :func:`~mpq_assets.media.audio.remix`),
@@ -75,13 +75,6 @@ PESQ_WB_FLOOR = 0.999
 
 
 @dataclass(frozen=True)
-class AudioMetricInfo(MetricInfo):
-    """:class:`MetricInfo` plus what an audio metric does with channels and the shortest clip it takes."""
-
-    channels: str = ""                  # e.g. "mono mix-down by averaging", "per channel, mean"
-    min_duration_s: float | None = None
-
-
 def _check_pair(index: int, reference: Item, distorted: Item) -> tuple[Audio, Audio]:
     for role, item in (("reference", reference), ("distorted", distorted)):
         if not isinstance(item, Audio):
@@ -124,7 +117,7 @@ def _clamp_db(value: float) -> float:
 class _AudioMetric(QualityMetric):
     """Shared checks: pairs must match; ``applicable`` screens the reference; each pair is scored on its own."""
 
-    info: ClassVar[AudioMetricInfo]
+    info: ClassVar[MetricInfo]
     needs_signal: ClassVar[bool] = True  # a reference that is digital silence cannot be scored
 
     def applicable(self, item: Item) -> str | None:
@@ -171,7 +164,7 @@ class SNR(_AudioMetric):
     Clamped to +-:data:`SNR_CAP_DB`: identical clips report 100 dB.
     """
 
-    info = AudioMetricInfo(
+    info = MetricInfo(
         name="snr",
         modality="audio",
         higher_is_better=True,
@@ -202,7 +195,7 @@ class SISDR(_AudioMetric):
     are constant (silent after removing the mean) are left out of the average.
     """
 
-    info = AudioMetricInfo(
+    info = MetricInfo(
         name="si_sdr",
         modality="audio",
         higher_is_better=True,
@@ -324,7 +317,7 @@ class LogMelDistance(_AudioMetric):
     Identical clips give 0.
     """
 
-    info = AudioMetricInfo(
+    info = MetricInfo(
         name="log_mel_distance",
         modality="audio",
         higher_is_better=False,
@@ -361,7 +354,7 @@ class STOI(_AudioMetric):
     fewer than 30 STFT frames of speech left (pystoi would warn and return 1e-5) is skipped.
     """
 
-    info = AudioMetricInfo(
+    info = MetricInfo(
         name="stoi",
         modality="audio",
         higher_is_better=True,
@@ -408,7 +401,7 @@ class PESQ(_AudioMetric):
     asymptote 0.999, below any value PESQ itself returns.
     """
 
-    info = AudioMetricInfo(
+    info = MetricInfo(
         name="pesq",
         modality="audio",
         higher_is_better=True,
@@ -650,7 +643,7 @@ class CDPAM(_AudioMetric):
     The encoder is a 16-layer 1-D CNN: ~0.3 TMAC per 3 s clip, so a GPU helps.
     """
 
-    info = AudioMetricInfo(
+    info = MetricInfo(
         name="cdpam",
         modality="audio",
         higher_is_better=False,
@@ -757,7 +750,7 @@ class DNSMOS(_AudioMetric):
     are not meaningful. Runs on CPU (onnxruntime).
     """
 
-    info = AudioMetricInfo(
+    info = MetricInfo(
         name="dnsmos",
         modality="audio",
         higher_is_better=True,

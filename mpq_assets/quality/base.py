@@ -27,6 +27,8 @@ class MetricInfo:
     requires_text: bool = False
     gpu_capable: bool = False
     sample_rate: int | None = None  # audio metrics: the rate items are resampled to first
+    channels: str = ""              # audio metrics: what happens to channels ("mono mix-down by averaging", ...)
+    min_duration_s: float | None = None  # audio metrics: shortest clip the metric takes
     min_size: int | None = None     # images: smallest side the metric is defined for
     unit: str = ""
     citation: str = ""
