@@ -74,7 +74,6 @@ PESQ_WB_FLOOR = 0.999
 """Lower asymptote of the P.862.2 mapping; reported for a reconstruction that is digital silence."""
 
 
-@dataclass(frozen=True)
 def _check_pair(index: int, reference: Item, distorted: Item) -> tuple[Audio, Audio]:
     for role, item in (("reference", reference), ("distorted", distorted)):
         if not isinstance(item, Audio):
