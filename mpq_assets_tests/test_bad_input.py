@@ -117,3 +117,19 @@ def test_bad_audio(audio_folder: Path, store: ResultsStore, settings: Settings) 
             reason = store.query("SELECT error FROM errors WHERE stage='compressed' AND codec=? AND item_id="
                                  "'surround_51'", [codec])["error"][0]
             assert "channel" in reason, reason
+
+
+def test_codec_without_weights_fails_the_partition_and_keeps_stored_rows(
+        image_folder: Path, store: ResultsStore, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    from mpq_assets.weights import ModelNotAvailableError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))  # no CompressAI checkpoints here
+    monkeypatch.delenv("MPQ_COMPRESSAI_WEIGHTS", raising=False)
+    exp = Experiment("bad_images", "image", "image_folder", {"root": str(image_folder)})
+    ingest(exp, store, settings)
+    compress_partition(exp, "jpeg", "50x", store, settings)
+    with pytest.raises(ModelNotAvailableError, match="mpq models pull mbt2018"):
+        compress_partition(exp, "mbt2018", "50x", store, settings)
+    assert store.query("SELECT count(*) AS n FROM compressed")["n"][0] == 6  # jpeg rows untouched
+    assert store.query("SELECT count(*) AS n FROM compressed WHERE codec = 'mbt2018'")["n"][0] == 0

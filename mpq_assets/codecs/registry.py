@@ -15,7 +15,9 @@ from importlib.metadata import entry_points
 
 from mpq_assets.codecs.audio_av import Aac, Mp3, Opus
 from mpq_assets.codecs.base import Codec, Modality
+from mpq_assets.codecs.hific import HiFiC
 from mpq_assets.codecs.image_pillow import Avif, Jpeg, JpegXl, WebP
+from mpq_assets.codecs.neural_image import Cheng2020Anchor, Mbt2018
 
 ENTRY_POINT_GROUP = "mpq.codecs"
 log = logging.getLogger(__name__)
@@ -25,6 +27,9 @@ BUILTIN_CODECS: dict[str, type[Codec]] = {
     "webp": WebP,
     "avif": Avif,
     "jxl": JpegXl,
+    "mbt2018": Mbt2018,
+    "cheng2020-anchor": Cheng2020Anchor,
+    "hific": HiFiC,
     "mp3": Mp3,
     "opus": Opus,
     "aac": Aac,

@@ -1,0 +1,556 @@
+"""Learned image codecs from CompressAI: MBT2018 (the paper's) and Cheng2020-anchor.
+
+Both are CompressAI's MSE-optimised models, one network per quality index
+(``mbt2018``: 1-8, ``cheng2020-anchor``: 1-6). Rate control picks the highest
+quality whose *written file* fits the item's byte budget (DESIGN.md, "Rate
+control"); the rate is the container's total size, header included, never the
+model's likelihood estimate.
+
+Weights
+    The public checkpoints of ``compressai.zoo`` (one file per quality; the
+    table is ``compressai.zoo.image.model_urls``). They are read from the torch
+    hub cache, ``$TORCH_HOME/hub/checkpoints/<file name of the zoo URL>``, or
+    from a folder holding the same file names (constructor ``weights_dir=`` or
+    ``MPQ_COMPRESSAI_WEIGHTS=/dir``). ``mpq models pull mbt2018`` downloads all
+    qualities into the hub cache (:func:`pull`); where the cache is empty and
+    ``MPQ_OFFLINE`` is off, encoding downloads the one quality it needs. The
+    zoo's own ``pretrained=True`` path calls ``torch.hub.load_state_dict_from_url``
+    with its default ``weights_only=False`` (an unrestricted pickle load), so we
+    never call it: we download with ``torch.hub.download_url_to_file`` checking
+    the SHA-256 prefix in the file name, and load with
+    ``torch.load(path, map_location="cpu", weights_only=True)``. The CDF tables
+    stored in the checkpoint are kept (``update()`` only fills missing ones), so
+    every machine codes with the same tables. The default constructor only ever
+    uses those real weights; random weights enter through :meth:`from_model`
+    only (tests). :meth:`NeuralImageCodec.weights_missing` names the files to
+    place and the command that fetches them.
+
+Container (``.mpqc``)
+    CompressAI's ``compress`` gives entropy-coded strings and a latent shape,
+    not a file, so we wrap them (big-endian, ``struct``)::
+
+        4s  magic b"MPQC"       B  format version (1)
+        B   n, ns model name    B  quality
+        B   n, ns device type that ran the entropy model ("cpu", "cuda", "mps")
+        I   height    I  width  (the original image, before padding)
+        B   k, kI latent shape  (CompressAI's ``shape``: the hyper-latent H, W)
+        B   s, then s x (I length, bytes): the strings (y, then z)
+
+    The header costs ``34 + len(name) + len(device)`` bytes (44 for
+    ``mbt2018`` on cpu) and counts toward the rate. A user decodes a file with
+    :func:`decode_file` (or ``Mbt2018().decode(data, like=None)``); it needs the
+    same weights and the same device type.
+
+Padding
+    The models need sides that are multiples of 64 (four stride-2 analysis
+    layers, then two in the hyperprior), so the image is padded at the bottom
+    and right by repeating its edge pixels ("replicate": a smooth continuation
+    costs fewer bits than a black border) and the decode is cropped back to
+    H x W. Any size works, 1x1 included (it codes a 64x64 block).
+
+Devices and determinism
+    CompressAI's entropy coder only decodes what it encoded when the same device
+    type computes the entropy parameters on both sides (GPU vs CPU float
+    differences pick different CDFs: NaN PSNR or black blocks, CompressAI issues
+    #54 and #320). Models run on :func:`~mpq_assets.device.resolve_device`
+    (``MPQ_DEVICE``); the container records the device type, and decoding on
+    another type raises :class:`CodecError` naming the device to use
+    (``on_device_mismatch="warn"`` decodes anyway with a warning).
+
+Speed
+    Both models are autoregressive (a masked-convolution context model): the
+    latent is coded one position at a time, which CompressAI runs sequentially
+    and recommends on CPU. Measured through this codec on one 256x256 image, CPU
+    (x86_64 AVX-512, torch 2.14, ``torch.set_num_threads(1)``, a shared 2-core
+    machine, best of 3, real architectures with random weights): mbt2018 encode
+    0.6-1.1 s, decode 1.2-2.3 s (q1 and q8 alike); cheng2020-anchor encode
+    0.45-1.5 s, decode 1.0-2.2 s (q1 fastest, q6 slowest). The per-position
+    convolutions are tiny, so extra threads do not help: with 2 threads on the
+    loaded machine the same calls took 2-8x longer (up to 8 s encode, 13 s
+    decode). Time grows with the pixel count (H/16 x W/16 sequential steps).
+    Rate control encodes the lowest quality, then from the highest down to the
+    first that fits: at most one encode per quality.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import struct
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from mpq_assets.codecs.base import Codec, CodecError, Encoded, Modality
+from mpq_assets.settings import load_settings
+from mpq_assets.weights import ModelNotAvailableError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_ENV = "MPQ_COMPRESSAI_WEIGHTS"
+METRIC = "mse"
+PAD_MULTIPLE = 64
+MAGIC = b"MPQC"
+VERSION = 1
+# our codec name -> (CompressAI zoo architecture, qualities)
+ARCHITECTURES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "mbt2018": ("mbt2018", tuple(range(1, 9))),
+    "cheng2020-anchor": ("cheng2020-anchor", tuple(range(1, 7))),
+}
+
+_CACHE: dict[tuple[str, int, str, str], Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _arch(name: str) -> tuple[str, tuple[int, ...]]:
+    if name not in ARCHITECTURES:
+        raise KeyError(f"unknown CompressAI codec {name!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
+def checkpoint_url(name: str, quality: int) -> str:
+    """The zoo's download URL for one quality of ``name`` (``compressai.zoo.image.model_urls``)."""
+    from compressai.zoo.image import model_urls
+
+    arch, qualities = _arch(name)
+    if quality not in qualities:
+        raise KeyError(f"{name} has no quality {quality}; qualities: {qualities[0]}-{qualities[-1]}")
+    return model_urls[arch][METRIC][quality]
+
+
+def checkpoint_filename(name: str, quality: int) -> str:
+    """The checkpoint's file name, as torch hub stores it (the URL's last part)."""
+    return checkpoint_url(name, quality).rsplit("/", 1)[-1]
+
+
+def hub_checkpoint_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints``: where ``torch.hub`` (and so CompressAI's zoo) caches checkpoints."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def weights_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The folder checkpoints are read from: ``override``, else ``$MPQ_COMPRESSAI_WEIGHTS``, else the hub cache."""
+    chosen = override or os.environ.get(WEIGHTS_ENV, "").strip()
+    return Path(chosen).expanduser() if chosen else hub_checkpoint_dir()
+
+
+def checkpoint_paths(name: str, directory: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Where every quality's checkpoint of ``name`` is expected (for ``mpq models``)."""
+    folder = weights_dir(directory)
+    return [folder / checkpoint_filename(name, q) for q in _arch(name)[1]]
+
+
+def location(name: str) -> tuple[bool, str]:
+    """(all checkpoints present?, the folder they belong in): the ``mpq models`` listing for ``name``."""
+    paths = checkpoint_paths(name)
+    return all(p.is_file() for p in paths), str(paths[0].parent)
+
+
+def _how_to_get(name: str, folder: Path) -> str:
+    return (f"Run `mpq models pull {name}` on a machine with network access and copy the files into {folder} "
+            f"here (the torch hub cache, $TORCH_HOME/hub/checkpoints), or set {WEIGHTS_ENV} to a folder holding "
+            "them under the same names.")
+
+
+def _hash_prefix(filename: str) -> str | None:
+    """The SHA-256 prefix torch hub names put before the extension (``mbt2018-1-3f36cd77.pth.tar``)."""
+    stem = filename.split(".", 1)[0]
+    prefix = stem.rsplit("-", 1)[-1]
+    return prefix if len(prefix) >= 8 and all(c in "0123456789abcdef" for c in prefix) else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download(name: str, quality: int, target: Path) -> None:
+    from torch.hub import download_url_to_file
+
+    url = checkpoint_url(name, quality)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s q=%d from %s", name, quality, url)
+    try:  # checks the SHA-256 prefix and renames into place only when it matches
+        download_url_to_file(url, str(target), hash_prefix=_hash_prefix(target.name), progress=False)
+    except Exception as exc:
+        raise ModelNotAvailableError(
+            f"{name} q={quality}: could not download {url} to {target}: {type(exc).__name__}: {exc}\n"
+            f"{_how_to_get(name, target.parent)}") from exc
+
+
+def pull(name: str, directory: str | os.PathLike[str] | None = None) -> str:
+    """Download (or verify) every quality of ``name`` into the hub cache; for ``mpq models pull``."""
+    paths = checkpoint_paths(name, directory)
+    for quality, path in zip(_arch(name)[1], paths, strict=True):
+        prefix = _hash_prefix(path.name)
+        if path.is_file() and (prefix is None or _sha256(path).startswith(prefix)):
+            continue
+        _download(name, quality, path)
+    return str(paths[0].parent)
+
+
+def load_checkpoint(name: str, quality: int, path: Path) -> Any:
+    """A CompressAI model from a zoo checkpoint, read with ``weights_only=True``, in eval mode on CPU."""
+    import pickle
+
+    import torch
+    from compressai.zoo import load_state_dict as rename_keys
+    from compressai.zoo.image import model_architectures
+
+    prefix = _hash_prefix(path.name)
+    if prefix is not None and not _sha256(path).startswith(prefix):
+        raise ModelNotAvailableError(
+            f"{path} does not match the SHA-256 prefix {prefix} in its name (truncated or replaced file); "
+            f"delete it and fetch it again.\n{_how_to_get(name, path.parent)}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelNotAvailableError(
+            f"refusing to load {path}: it is not a plain tensor checkpoint (torch.load with weights_only=True "
+            f"failed): {exc}") from exc
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise ModelNotAvailableError(f"cannot read the CompressAI checkpoint {path}: {exc}") from exc
+    for key in ("state_dict", "network"):  # training checkpoints nest the weights
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+    if not isinstance(checkpoint, dict):
+        raise ModelNotAvailableError(f"{path} is not a state dict (found {type(checkpoint).__name__})")
+    arch = _arch(name)[0]
+    try:
+        model = model_architectures[arch].from_state_dict(rename_keys(checkpoint))
+    except (KeyError, RuntimeError) as exc:
+        raise ModelNotAvailableError(f"{path} is not a {arch} checkpoint: {exc}") from exc
+    model.eval()
+    model.update()  # fills CDF tables only where the checkpoint lacks them; stored ones are kept
+    return model
+
+
+def _cached_model(name: str, quality: int, folder: Path, device: Any) -> Any:
+    """The process-wide model for (name, quality, device, folder), loaded (or downloaded) once."""
+    path = folder / checkpoint_filename(name, quality)
+    key = (name, quality, str(device), str(path))
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        if not path.is_file():
+            if folder != hub_checkpoint_dir() or load_settings().offline:
+                why = "downloads are off (MPQ_OFFLINE)" if folder == hub_checkpoint_dir() else f"{WEIGHTS_ENV} is set"
+                raise ModelNotAvailableError(
+                    f"{name} q={quality}: the checkpoint {path} is missing and {why}.\n{_how_to_get(name, folder)}")
+            _download(name, quality, path)
+        model = load_checkpoint(name, quality, path).to(device)
+        _CACHE[key] = model
+        return model
+
+
+# --------------------------------------------------------------------------- container
+
+
+@dataclass(frozen=True)
+class Container:
+    """The parsed ``.mpqc`` file: what :func:`write_container` stores."""
+
+    model: str
+    quality: int
+    device_type: str
+    height: int
+    width: int
+    shape: tuple[int, ...]
+    strings: tuple[bytes, ...]
+
+
+def write_container(c: Container) -> bytes:
+    """Serialise a :class:`Container` (layout in the module docstring)."""
+    name, device = c.model.encode("ascii"), c.device_type.encode("ascii")
+    parts = [MAGIC, struct.pack(">BB", VERSION, len(name)), name, struct.pack(">BB", c.quality, len(device)), device,
+             struct.pack(">IIB", c.height, c.width, len(c.shape)), struct.pack(f">{len(c.shape)}I", *c.shape),
+             struct.pack(">B", len(c.strings))]
+    for s in c.strings:
+        parts += [struct.pack(">I", len(s)), s]
+    return b"".join(parts)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise CodecError(f"truncated .mpqc container: {what} needs {n} bytes at offset {self.pos}, "
+                             f"file has {len(self.data)}")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str, what: str) -> tuple[Any, ...]:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
+
+    def text(self, what: str) -> str:
+        (n,) = self.unpack(">B", f"{what} length")
+        try:
+            return self.take(n, what).decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise CodecError(f"corrupt .mpqc container: {what} is not ASCII") from exc
+
+
+def read_container(data: bytes) -> Container:
+    """Parse a ``.mpqc`` file, with a :class:`CodecError` saying what is wrong for anything malformed."""
+    r = _Reader(bytes(data))
+    magic = r.take(4, "magic")
+    if magic != MAGIC:
+        raise CodecError(f"not an MPQ neural-codec container: magic {magic!r}, expected {MAGIC!r}")
+    (version,) = r.unpack(">B", "version")
+    if version != VERSION:
+        raise CodecError(f"unsupported .mpqc container version {version} (this reader knows {VERSION})")
+    model = r.text("model name")
+    (quality,) = r.unpack(">B", "quality")
+    device_type = r.text("device type")
+    height, width, ndim = r.unpack(">IIB", "image size")
+    shape = r.unpack(f">{ndim}I", "latent shape")
+    (count,) = r.unpack(">B", "string count")
+    strings = []
+    for i in range(count):
+        (n,) = r.unpack(">I", f"length of string {i}")
+        strings.append(r.take(n, f"string {i}"))
+    if r.pos != len(r.data):
+        raise CodecError(f"corrupt .mpqc container: {len(r.data) - r.pos} unexpected bytes after the last string")
+    if height < 1 or width < 1:
+        raise CodecError(f"corrupt .mpqc container: image size {height}x{width}")
+    return Container(model, quality, device_type, height, width, tuple(shape), tuple(strings))
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+def _padded(n: int) -> int:
+    return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def _latent_shape(height: int, width: int) -> tuple[int, int]:
+    """CompressAI's ``shape`` (the hyper-latent size) for an image padded to multiples of 64."""
+    return _padded(height) // PAD_MULTIPLE, _padded(width) // PAD_MULTIPLE
+
+
+class NeuralImageCodec(Codec):
+    """A CompressAI architecture with one model per quality; subclasses set ``name`` (a key of ARCHITECTURES)."""
+
+    modality: ClassVar[Modality] = "image"
+    extension: ClassVar[str] = ".mpqc"
+
+    def __init__(self, weights_dir: str | os.PathLike[str] | None = None, device: Any = None,
+                 on_device_mismatch: Literal["error", "warn"] = "error") -> None:
+        """Real weights from ``weights_dir`` (default: ``$MPQ_COMPRESSAI_WEIGHTS``, else the torch hub cache)."""
+        self._weights_dir = Path(weights_dir).expanduser() if weights_dir else None
+        self._device = device
+        self._models: dict[int, Any] | None = None  # set by from_model only
+        if on_device_mismatch not in ("error", "warn"):
+            raise ValueError(f"on_device_mismatch must be 'error' or 'warn', got {on_device_mismatch!r}")
+        self.on_device_mismatch = on_device_mismatch
+
+    @classmethod
+    def from_model(cls, models: Mapping[int, Any] | Any, quality: int | None = None, device: Any = None,
+                   on_device_mismatch: Literal["error", "warn"] = "error") -> NeuralImageCodec:
+        """Wrap already-built CompressAI models: ``{quality: model}``, or one model and its ``quality``.
+
+        The ladder is the given qualities. Models are put in eval mode, get CDF
+        tables if they have none (``update()``) and move to ``device`` (default
+        ``MPQ_DEVICE``). Tests use this with random weights; results from such a
+        codec must never be mixed with the real one's.
+        """
+        from compressai.zoo.image import model_architectures
+
+        if not isinstance(models, Mapping):
+            if quality is None:
+                raise ValueError("from_model(model) needs the quality it stands for: from_model(model, quality=q)")
+            models = {quality: models}
+        if not models:
+            raise ValueError("from_model needs at least one model")
+        arch_cls = model_architectures[_arch(cls.name)[0]]
+        codec = cls(device=device, on_device_mismatch=on_device_mismatch)
+        dev = codec.device
+        table = {}
+        for q, model in sorted(models.items()):
+            if not isinstance(q, int) or not 0 < q < 256:
+                raise ValueError(f"quality must be an int in 1..255, got {q!r}")
+            if not isinstance(model, arch_cls):
+                raise TypeError(f"{cls.name} wraps {arch_cls.__name__} models, got {type(model).__name__} for q={q}")
+            model.eval()
+            model.update()
+            table[q] = model.to(dev)
+        codec._models = table
+        return codec
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec("compressai") is not None
+
+    @property
+    def device(self) -> Any:
+        from mpq_assets.device import resolve_device
+
+        return resolve_device(None if self._device is None else str(self._device))
+
+    @property
+    def qualities(self) -> tuple[int, ...]:
+        return tuple(self._models) if self._models is not None else _arch(self.name)[1]
+
+    @property
+    def folder(self) -> Path:
+        return weights_dir(self._weights_dir)
+
+    def weights_missing(self) -> str | None:
+        if self._models is not None:
+            return None
+        folder = self.folder
+        missing = [p.name for p in checkpoint_paths(self.name, folder) if not p.is_file()]
+        if not missing:
+            return None
+        return (f"{self.name} needs CompressAI's pretrained checkpoints, not found in {folder}: missing "
+                f"{', '.join(missing)} (e.g. {folder / missing[0]}). {_how_to_get(self.name, folder)}")
+
+    def model(self, quality: int) -> Any:
+        """The model for one quality (loaded once per process; raises ModelNotAvailableError if absent)."""
+        if quality not in self.qualities:
+            raise CodecError(f"{self.name} has no quality {quality}; qualities: {list(self.qualities)}")
+        if self._models is not None:
+            return self._models[quality]
+        return _cached_model(self.name, quality, self.folder, self.device)
+
+    def ladder(self, item: np.ndarray) -> Sequence[int]:
+        return list(self.qualities)
+
+    def label(self, setting: Any) -> str:
+        return f"q={setting}"
+
+    def _check_item(self, item: np.ndarray) -> None:
+        if not isinstance(item, np.ndarray) or item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
+            what = f"{item.dtype} array of shape {item.shape}" if isinstance(item, np.ndarray) else type(item).__name__
+            raise CodecError(f"{self.name} encodes RGB uint8 arrays (H, W, 3), got a {what}")
+        if item.shape[0] < 1 or item.shape[1] < 1:
+            raise CodecError(f"{self.name}: empty image of shape {item.shape}")
+        if max(item.shape[:2]) > 0xFFFFFFFF - PAD_MULTIPLE:
+            raise CodecError(f"{self.name}: image of shape {item.shape} is too large for the container")
+
+    def encode(self, item: np.ndarray, setting: Any) -> bytes:
+        import torch
+
+        self._check_item(item)
+        quality = int(setting)
+        model = self.model(quality)
+        h, w = item.shape[:2]
+        padded = np.pad(item, ((0, _padded(h) - h), (0, _padded(w) - w), (0, 0)), mode="edge")
+        device = next(model.parameters()).device
+        x = torch.from_numpy(np.ascontiguousarray(padded)).to(device=device, dtype=torch.float32)
+        x = x.permute(2, 0, 1).unsqueeze(0) / 255.0
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Inference on GPU is not recommended")
+            out = model.compress(x)
+        strings = []
+        for group in out["strings"]:
+            if len(group) != 1:
+                raise CodecError(f"{self.name}: expected one string per group for one image, got {len(group)}")
+            strings.append(bytes(group[0]))
+        shape = tuple(int(s) for s in out["shape"])
+        return write_container(Container(self.name, quality, device.type, h, w, shape, tuple(strings)))
+
+    def decode(self, data: bytes, like: np.ndarray | None) -> np.ndarray:
+        """Decode a ``.mpqc`` file; ``like`` (the original) is checked against the stored size, or None to skip."""
+        import torch
+
+        c = read_container(data)
+        if c.model != self.name:
+            raise CodecError(f"this .mpqc file was written by {c.model!r}, not {self.name!r}")
+        if c.quality not in self.qualities:
+            raise CodecError(f"{self.name}: corrupt .mpqc header: quality {c.quality} is not one of "
+                             f"{list(self.qualities)}")
+        if like is not None and tuple(like.shape[:2]) != (c.height, c.width):
+            raise CodecError(f"{self.name}: the file holds a {c.height}x{c.width} image, the original is "
+                             f"{like.shape[0]}x{like.shape[1]}")
+        if c.shape != _latent_shape(c.height, c.width) or len(c.strings) != 2:
+            raise CodecError(f"{self.name}: corrupt .mpqc header: latent shape {c.shape} and {len(c.strings)} "
+                             f"strings do not fit a {c.height}x{c.width} image")
+        model = self.model(c.quality)
+        device = next(model.parameters()).device
+        if device.type != c.device_type:
+            msg = (f"{self.name}: this file was entropy-coded on {c.device_type!r} but would be decoded on "
+                   f"{device.type!r}; CompressAI decodes reliably only on the device type that encoded "
+                   f"(DESIGN.md). Set MPQ_DEVICE={c.device_type} to decode it.")
+            if self.on_device_mismatch == "error":
+                raise CodecError(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Inference on GPU is not recommended")
+                out = model.decompress([[s] for s in c.strings], torch.Size(c.shape))
+        except Exception as exc:
+            raise CodecError(f"{self.name} q={c.quality}: decoding failed: {type(exc).__name__}: {exc}") from exc
+        x_hat = out["x_hat"][0, :, :c.height, :c.width].clamp(0, 1)
+        pixels = (x_hat * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return np.ascontiguousarray(pixels)
+
+    def encode_to_budget(self, item: np.ndarray, budget_bytes: int) -> Encoded:
+        """The highest quality whose file fits ``budget_bytes``, exactly (no size monotonicity assumed).
+
+        Encodes the lowest quality first (if it does not fit, the target is
+        unreachable: ``rate_met=False``), then from the highest quality down to
+        the first that fits. As the budget grows the chosen quality never drops.
+        """
+        ladder = list(self.ladder(item))
+        files: dict[int, bytes] = {}
+
+        def size(q: int) -> int:
+            if q not in files:
+                try:
+                    files[q] = self.encode(item, q)
+                except (CodecError, ModelNotAvailableError):
+                    raise
+                except Exception as exc:
+                    raise CodecError(f"{self.name} failed at {self.label(q)}: {type(exc).__name__}: {exc}") from exc
+            return len(files[q])
+
+        lowest = ladder[0]
+        if size(lowest) > budget_bytes:
+            return Encoded(files[lowest], self.label(lowest), False, len(files))
+        for q in reversed(ladder[1:]):
+            if size(q) <= budget_bytes:
+                return Encoded(files[q], self.label(q), True, len(files))
+        return Encoded(files[lowest], self.label(lowest), True, len(files))
+
+
+class Mbt2018(NeuralImageCodec):
+    name = "mbt2018"
+    description = ("Minnen et al. 2018 joint autoregressive + hierarchical priors (CompressAI zoo, MSE), "
+                   "qualities 1-8, .mpqc container")
+
+
+class Cheng2020Anchor(NeuralImageCodec):
+    name = "cheng2020-anchor"
+    description = ("Cheng et al. 2020 anchor (residual blocks, autoregressive context; CompressAI zoo, MSE), "
+                   "qualities 1-6, .mpqc container")
+
+
+NEURAL_IMAGE_CODECS: dict[str, type[NeuralImageCodec]] = {"mbt2018": Mbt2018, "cheng2020-anchor": Cheng2020Anchor}
+
+
+def decode_file(path: str | os.PathLike[str], device: Any = None) -> np.ndarray:
+    """Decode a ``.mpqc`` file to an RGB uint8 array with the real weights of the model named in its header."""
+    data = Path(path).read_bytes()
+    model = read_container(data).model
+    if model not in NEURAL_IMAGE_CODECS:
+        raise CodecError(f"{path}: unknown model {model!r}; known: {', '.join(NEURAL_IMAGE_CODECS)}")
+    return NEURAL_IMAGE_CODECS[model](device=device).decode(data, like=None)
