@@ -20,7 +20,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_codecs(args: argparse.Namespace) -> int:
     for name, cls in codec_classes().items():
-        print(f"{name:8} {cls.modality:6} {cls.extension:6} {cls.description}")
+        print(f"{name:17} {cls.modality:6} {cls.extension:6} {cls.description}")
     return 0
 
 

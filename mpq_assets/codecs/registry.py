@@ -17,6 +17,7 @@ from mpq_assets.codecs.audio_av import Aac, Mp3, Opus
 from mpq_assets.codecs.base import Codec, Modality
 from mpq_assets.codecs.hific import HiFiC
 from mpq_assets.codecs.image_pillow import Avif, Jpeg, JpegXl, WebP
+from mpq_assets.codecs.neural_audio import Encodec24, Encodec48
 from mpq_assets.codecs.neural_image import Cheng2020Anchor, Mbt2018
 
 ENTRY_POINT_GROUP = "mpq.codecs"
@@ -33,6 +34,8 @@ BUILTIN_CODECS: dict[str, type[Codec]] = {
     "mp3": Mp3,
     "opus": Opus,
     "aac": Aac,
+    "encodec-24khz": Encodec24,
+    "encodec-48khz": Encodec48,
 }
 
 

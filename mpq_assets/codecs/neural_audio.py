@@ -1,0 +1,571 @@
+"""Neural audio codecs: EnCodec 24 kHz (mono) and 48 kHz (stereo) through the ``encodec`` package.
+
+Bitstream. Every file is the package's own ECDC container, written by
+``encodec.compress.compress``: the magic ``ECDC``, a version byte, a uint32
+header size and a JSON header ``{"m": model, "al": frames at the model rate,
+"nc": codebooks, "lm": false}``, then for each segment of the model (the 48 kHz
+model codes 1 s segments with 1 % overlap, the 24 kHz model one segment) a
+float32 scale (48 kHz only: it normalises each segment) and the codes, 10 bits
+each, packed and padded to a whole byte. ``encodec`` (its ``decompress`` and
+command line) reads our ``.ecdc`` files. The rate is the length of that file.
+
+Settings. The ladder is the model's bandwidths, ascending (24 kHz: 1.5, 3, 6,
+12, 24 kbps; 48 kHz: 3, 6, 12, 24 kbps). A bandwidth is a number of residual
+codebooks (bandwidth / (frame rate x 10 bits), 75 and 150 frames/s), so without
+the entropy-coding LM the size depends only on the clip's duration and the
+bandwidth: :func:`ecdc_size` gives it exactly (tests compare it with the bytes
+written), and :meth:`encode_to_budget` uses it to pick the rung, encodes once and
+accepts the result only if the bytes written are within the budget -- the rate is
+always the bytes written (DESIGN.md). With the LM (``encodec-*-lm``, opt-in) sizes
+depend on content and the shared bisection is used.
+
+Audio mapping. The item is resampled (``mpq_assets.media.audio.resample``) to the
+model rate and mapped to its channels (``remix``: the 24 kHz model down-mixes to
+mono; the 48 kHz model duplicates a mono item and refuses more than 2
+channels). ``decode`` goes back to the item's rate and channel count (the mono
+decode of a stereo item is duplicated; a mono item's stereo decode is averaged),
+trims or pads to the item's frame count and clips to [-1, 1].
+
+Weights and safety. ``encodec`` fetches ``encodec_24khz-d7cc33bc.th`` /
+``encodec_48khz-7e698e3e.th`` (and the LMs ``encodec_lm_*.th``) from
+``dl.fbaipublicfiles.com/encodec/v0/`` with ``torch.hub.load_state_dict_from_url``,
+which unpickles them with ``torch.load(weights_only=False)`` (encodec does not
+pass ``weights_only``): a replaced file runs arbitrary code. Its ``decompress``
+also rebuilds a *pretrained* model (a download) from the name in the header, and
+``EncodecModel.get_lm_model`` downloads the LM the same way. So here: the files
+are fetched only by :func:`pull` (``mpq models pull encodec-24khz``) into the
+same torch hub cache (``$TORCH_HOME/hub/checkpoints``; ``$MPQ_ENCODEC_WEIGHTS``
+names another folder holding the same file names), checked against the
+sha256 prefix in their names, loaded with ``torch.load(weights_only=True)`` into a
+model built with ``pretrained=False``, and decoded by our own reader of the
+container (the mirror of ``encodec.compress.decompress_from_file``) on that
+model. The model's ``get_lm_model`` is replaced with one that returns the safely
+loaded LM, so no package code path reaches the unsafe loader. Nothing downloads
+at run time; a codec without its files says so in :meth:`weights_missing` and
+raises :class:`~mpq_assets.weights.ModelNotAvailableError` -- it never falls back
+to random weights. ``from_model`` wraps a model that is already built (tests use
+randomly initialised ones).
+
+Device. Models are cached per (name, device) for the process (``resolve_device``:
+cuda > mps > cpu). Without the LM the bitstream is bit-packed codes, so encode and
+decode may run on different devices; with the LM the arithmetic coder needs the
+same probabilities at both ends: encode and decode on the same device type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import struct
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from mpq_assets.codecs.base import Codec, CodecError, Encoded, Item, Modality
+from mpq_assets.media.audio import Audio, remix, resample
+from mpq_assets.weights import ModelNotAvailableError
+
+if TYPE_CHECKING:
+    import torch
+    from encodec import EncodecModel
+    from encodec.model import LMModel
+
+ROOT_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"  # encodec.model.ROOT_URL
+WEIGHTS_ENV = "MPQ_ENCODEC_WEIGHTS"  # a folder holding the checkpoints under their own names, instead of the hub cache
+
+
+@dataclass(frozen=True)
+class EncodecSpec:
+    """One EnCodec model: where its weights live and what it takes."""
+
+    codec_name: str         # our public name, also the ``mpq models pull`` name
+    model_name: str         # encodec's name, written into the ECDC header
+    checkpoint: str         # file name under ROOT_URL and in the torch hub checkpoints folder
+    lm_checkpoint: str      # the entropy-coding LM's file
+    bandwidths: tuple[float, ...]
+    sample_rate: int
+    channels: int
+
+
+SPECS: dict[str, EncodecSpec] = {
+    "encodec-24khz": EncodecSpec("encodec-24khz", "encodec_24khz", "encodec_24khz-d7cc33bc.th",
+                                 "encodec_lm_24khz-1608e3c0.th", (1.5, 3.0, 6.0, 12.0, 24.0), 24_000, 1),
+    "encodec-48khz": EncodecSpec("encodec-48khz", "encodec_48khz", "encodec_48khz-7e698e3e.th",
+                                 "encodec_lm_48khz-7add9fc3.th", (3.0, 6.0, 12.0, 24.0), 48_000, 2),
+}
+
+
+def _spec(name: str) -> EncodecSpec:
+    if name not in SPECS:
+        raise KeyError(f"unknown EnCodec model {name!r}; known: {', '.join(SPECS)}")
+    return SPECS[name]
+
+
+# ------------------------------------------------------------- where weights live
+
+def checkpoint_dir() -> Path:
+    """Where the checkpoints are read: ``$MPQ_ENCODEC_WEIGHTS``, else the torch hub cache encodec downloads into
+    (``$TORCH_HOME/hub/checkpoints``)."""
+    import torch.hub
+
+    chosen = os.environ.get(WEIGHTS_ENV, "").strip()
+    return Path(chosen).expanduser() if chosen else Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def checkpoint_paths(name: str, lm: bool = False) -> list[Path]:
+    """Where the checkpoint files of ``name`` (``encodec-24khz`` / ``encodec-48khz``) are expected."""
+    spec = _spec(name)
+    files = [spec.checkpoint] + ([spec.lm_checkpoint] if lm else [])
+    return [checkpoint_dir() / f for f in files]
+
+
+def checkpoint_urls(name: str, lm: bool = False) -> list[str]:
+    spec = _spec(name)
+    files = [spec.checkpoint] + ([spec.lm_checkpoint] if lm else [])
+    return [ROOT_URL + f for f in files]
+
+
+def location(name: str) -> tuple[bool, str]:
+    """(model checkpoint present?, the folder it belongs in): the ``mpq models`` listing for ``name``."""
+    path = checkpoint_paths(name)[0]
+    return path.is_file(), str(path.parent)
+
+
+def missing_weights(name: str, lm: bool = False) -> str | None:
+    """One line saying which files are missing and how to get them; None if all are there."""
+    missing = [p for p in checkpoint_paths(name, lm) if not p.is_file()]
+    if not missing:
+        return None
+    what = "EnCodec 24 kHz" if name == "encodec-24khz" else "EnCodec 48 kHz"
+    return (f"{what} weights are not here: {', '.join(map(str, missing))} missing. Run `mpq models pull {name}` "
+            f"(needs network; fetches {', '.join(ROOT_URL + p.name for p in missing)}), or copy the file(s) into "
+            f"{checkpoint_dir()} (the torch hub cache, $TORCH_HOME/hub/checkpoints, or ${WEIGHTS_ENV}).")
+
+
+def _sha256_prefix_ok(path: Path) -> bool:
+    prefix = path.stem.rsplit("-", 1)[-1]
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest().startswith(prefix)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's state dict, checked against its name's sha256 prefix, unpickled with weights_only=True."""
+    import torch
+
+    if not path.is_file():
+        raise ModelNotAvailableError(f"{path} is missing")
+    if not _sha256_prefix_ok(path):
+        raise ModelNotAvailableError(f"{path} does not match the sha256 prefix in its name (corrupt or replaced); "
+                                     "delete it and run `mpq models pull` again")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError and friends: the file asks for more than tensors
+        raise ModelNotAvailableError(f"{path} does not load with weights_only=True: {exc}") from exc
+    if not isinstance(state, dict):
+        raise ModelNotAvailableError(f"{path} is not a state dict (got {type(state).__name__})")
+    return state
+
+
+# ----------------------------------------------------------------------- models
+
+def build_model(name: str) -> EncodecModel:
+    """The package's model for ``name`` with random weights (``pretrained=False``), named for the container.
+
+    Built exactly as ``EncodecModel.encodec_model_24khz`` / ``_48khz`` build it, in eval mode. Its RVQ
+    codebooks are all zero until weights are loaded (encodec initialises them by k-means in training).
+    """
+    from encodec import EncodecModel
+
+    spec = _spec(name)
+    build = {"encodec_24khz": EncodecModel.encodec_model_24khz,
+             "encodec_48khz": EncodecModel.encodec_model_48khz}[spec.model_name]
+    with warnings.catch_warnings():  # torch.nn.utils.weight_norm is deprecated; encodec 0.1.1 still uses it
+        warnings.simplefilter("ignore", FutureWarning)
+        model = build(pretrained=False)
+    model.name = spec.model_name
+    return model.eval()
+
+
+def build_lm(model: EncodecModel) -> LMModel:
+    """The entropy-coding LM for ``model`` with random weights, shaped as ``get_lm_model`` builds it."""
+    from encodec.model import LMModel
+
+    lm = LMModel(model.quantizer.n_q, model.quantizer.bins, num_layers=5, dim=200,
+                 past_context=int(3.5 * model.frame_rate))
+    return lm.eval()
+
+
+def attach_lm(model: EncodecModel, get_lm: Callable[[], LMModel]) -> EncodecModel:
+    """Replace ``model.get_lm_model`` (an unsafe download) with ``get_lm``; used by ``compress(use_lm=True)``."""
+    model.get_lm_model = get_lm  # an instance attribute shadows the method
+    return model
+
+
+def load_model(name: str) -> EncodecModel:
+    """The pretrained model from the torch hub cache, loaded safely (on CPU); ModelNotAvailableError if missing."""
+    reason = missing_weights(name)
+    if reason:
+        raise ModelNotAvailableError(reason)
+    model = build_model(name)
+    state = _load_state(checkpoint_paths(name)[0])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelNotAvailableError(f"{checkpoint_paths(name)[0]} does not fit the {name} model: {exc}") from exc
+    return model.eval()
+
+
+def load_lm(name: str, model: EncodecModel) -> LMModel:
+    """The pretrained LM of ``name``, loaded safely onto ``model``'s device."""
+    reason = missing_weights(name, lm=True)
+    if reason:
+        raise ModelNotAvailableError(reason)
+    lm = build_lm(model)
+    path = checkpoint_paths(name, lm=True)[1]
+    try:
+        lm.load_state_dict(_load_state(path))
+    except RuntimeError as exc:
+        raise ModelNotAvailableError(f"{path} does not fit the {name} LM: {exc}") from exc
+    return lm.to(next(model.parameters()).device).eval()
+
+
+def pull(name: str) -> str:
+    """Download ``name``'s model and LM checkpoints (network) into :func:`checkpoint_dir`; returns that folder.
+
+    ``download_url_to_file`` checks the sha256 prefix in the file name before moving the file into place;
+    each file is then loaded once with ``weights_only=True`` to check it is a plain state dict.
+    """
+    import torch.hub
+
+    paths = checkpoint_paths(name, lm=True)
+    for url, path in zip(checkpoint_urls(name, lm=True), paths, strict=True):
+        if not (path.is_file() and _sha256_prefix_ok(path)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            prefix = path.stem.rsplit("-", 1)[-1]
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=prefix, progress=False)
+        _load_state(path)
+    return str(paths[0].parent)
+
+
+_CACHE: dict[tuple[str, str, str], EncodecModel] = {}  # (name, device, checkpoint folder)
+_LMS: dict[tuple[str, str, str], LMModel] = {}
+_CACHE_LOCK = threading.Lock()
+_RUN_LOCK = threading.Lock()  # set_target_bandwidth mutates the shared model: one encode at a time
+
+
+def _no_lm() -> LMModel:
+    raise ModelNotAvailableError("this EnCodec model has no entropy-coding LM (use a codec without -lm)")
+
+
+def cached_model(name: str, device: torch.device) -> EncodecModel:
+    """The pretrained model of ``name`` on ``device``, loaded once per process (its LM loads on first use)."""
+    key = (name, str(device), str(checkpoint_dir()))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            model = load_model(name).to(device)
+
+            def get_lm() -> LMModel:
+                with _CACHE_LOCK:
+                    if key not in _LMS:
+                        _LMS[key] = load_lm(name, model)
+                    return _LMS[key]
+
+            _CACHE[key] = attach_lm(model, get_lm)
+        return _CACHE[key]
+
+
+# -------------------------------------------------------------------- container
+
+def _segments(model: EncodecModel, length: int) -> list[int]:
+    """Frames at the model rate of each coded segment (as ``decompress_from_file`` walks them)."""
+    seg = model.segment_length or length
+    stride = model.segment_stride or length
+    return [min(length - offset, seg) for offset in range(0, length, stride)]
+
+
+def _steps(model: EncodecModel, segment: int) -> int:
+    return int(math.ceil(segment / model.sample_rate * model.frame_rate))  # the package's own expression
+
+
+def num_codebooks(model: EncodecModel, bandwidth: float) -> int:
+    return int(model.quantizer.get_num_quantizers_for_bandwidth(model.frame_rate, bandwidth))
+
+
+def ecdc_size(model: EncodecModel, length: int, bandwidth: float) -> int:
+    """Exact size in bytes of the ECDC file (no LM) for ``length`` frames at the model rate.
+
+    header (9 bytes + JSON) + per segment: a float32 scale if the model normalises, and
+    ceil(steps x codebooks x 10 bits / 8) bytes of packed codes.
+    """
+    return _container_size(model, length, num_codebooks(model, bandwidth))
+
+
+def _container_size(model: EncodecModel, length: int, nc: int) -> int:
+    from encodec import binary
+
+    meta = json.dumps({"m": model.name, "al": length, "nc": nc, "lm": False}).encode("utf-8")
+    size = binary._encodec_header_struct.size + len(meta)
+    for segment in _segments(model, length):
+        size += (4 if model.normalize else 0) + math.ceil(_steps(model, segment) * nc * model.bits_per_codebook / 8)
+    return size
+
+
+def read_ecdc(data: bytes, model: EncodecModel, codec: str) -> torch.Tensor:
+    """Decode an ECDC file with ``model`` (mirror of ``encodec.compress.decompress_from_file``) -> (C, frames)."""
+    import torch
+    from encodec import binary
+    from encodec.quantization.ac import ArithmeticDecoder, build_stable_quantized_cdf
+
+    fo = io.BytesIO(data)
+    try:
+        meta = binary.read_ecdc_header(fo)
+    except (ValueError, EOFError, struct.error, UnicodeDecodeError) as exc:
+        raise CodecError(f"{codec}: not an ECDC bitstream: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise CodecError(f"{codec}: ECDC header is not a JSON object")
+    name, length, nc, use_lm = meta.get("m"), meta.get("al"), meta.get("nc"), meta.get("lm")
+    if name != model.name:
+        raise CodecError(f"{codec}: the bitstream was written by {name!r}; this codec decodes {model.name!r}")
+    if not isinstance(length, int) or length <= 0 or not isinstance(nc, int) or not 1 <= nc <= model.quantizer.n_q:
+        raise CodecError(f"{codec}: invalid ECDC header {meta}")
+    if not use_lm:
+        expected = _container_size(model, length, nc)
+        if len(data) != expected:
+            raise CodecError(f"{codec}: bitstream is {len(data)} bytes, its header implies {expected} "
+                             "(truncated or corrupt)")
+    lm = model.get_lm_model() if use_lm else None
+    device = next(model.parameters()).device
+    frames = []
+    try:
+        for segment in _segments(model, length):
+            steps = _steps(model, segment)
+            scale = None
+            if model.normalize:
+                (value,) = struct.unpack("!f", binary._read_exactly(fo, 4))
+                scale = torch.tensor(value, device=device).view(1)
+            if lm is not None:
+                decoder = ArithmeticDecoder(fo)
+                states: Any = None
+                offset = 0
+                prev = torch.zeros(1, nc, 1, dtype=torch.long, device=device)
+            else:
+                unpacker = binary.BitUnpacker(model.bits_per_codebook, fo)
+            codes = torch.zeros(1, nc, steps, dtype=torch.long, device=device)
+            for t in range(steps):
+                if lm is not None:
+                    with torch.no_grad():
+                        probas, states, offset = lm(prev, states, offset)
+                for k in range(nc):
+                    if lm is not None:
+                        code = decoder.pull(build_stable_quantized_cdf(probas[0, :, k, 0], decoder.total_range_bits,
+                                                                       check=False))
+                    else:
+                        code = unpacker.pull()
+                    if code is None:
+                        raise EOFError("the stream ended sooner than expected")
+                    codes[0, k, t] = code
+                if lm is not None:
+                    prev = 1 + codes[:, :, t:t + 1]
+            frames.append((codes, scale))
+    except (EOFError, struct.error) as exc:
+        raise CodecError(f"{codec}: cannot decode bitstream: {exc}") from exc
+    with torch.no_grad():
+        wav = model.decode(frames)
+    return wav[0, :, :length]
+
+
+# ------------------------------------------------------------------------ codecs
+
+def _as_audio(item: Item, codec: str) -> Audio:
+    if not isinstance(item, Audio):
+        raise CodecError(f"{codec} encodes audio, got {type(item).__name__}")
+    if item.frames == 0:
+        raise CodecError(f"{codec}: item has no samples")
+    return item
+
+
+class _Encodec(Codec):
+    """An EnCodec model as an MPQ codec; the setting is the bandwidth in kbps."""
+
+    modality: ClassVar[Modality] = "audio"
+    extension: ClassVar[str] = ".ecdc"
+    model_key: ClassVar[str]
+    use_lm: ClassVar[bool] = False
+
+    def __init__(self, device: str | None = None) -> None:
+        self._device_name = device
+        self._model: EncodecModel | None = None
+
+    @classmethod
+    def from_model(cls, model: EncodecModel, lm: LMModel | None = None) -> _Encodec:
+        """Wrap a model that is already built (e.g. :func:`build_model`), on its own device; ``lm`` for ``-lm``."""
+        spec = _spec(cls.model_key)
+        if (model.sample_rate, model.channels) != (spec.sample_rate, spec.channels):
+            raise ValueError(f"{cls.name} needs a {spec.sample_rate} Hz, {spec.channels}-channel EnCodec model, "
+                             f"got {model.sample_rate} Hz, {model.channels} channel(s)")
+        if model.name not in (spec.model_name, "unset"):
+            raise ValueError(f"{cls.name} needs the {spec.model_name} model, got {model.name!r}")
+        model.name = spec.model_name  # the container only accepts encodec's model names
+        attach_lm(model, (lambda: lm) if lm is not None else _no_lm)
+        codec = cls()
+        codec._model = model.eval()
+        return codec
+
+    @classmethod
+    def available(cls) -> bool:
+        return util.find_spec("encodec") is not None and util.find_spec("torchaudio") is not None
+
+    def weights_missing(self) -> str | None:
+        if self._model is not None:
+            return None
+        return missing_weights(self.model_key, lm=self.use_lm)
+
+    def model(self) -> EncodecModel:
+        """The model (loaded once per process and device); ModelNotAvailableError without its weights."""
+        if self._model is None:
+            from mpq_assets.device import resolve_device
+
+            reason = self.weights_missing()
+            if reason:
+                raise ModelNotAvailableError(reason)
+            self._model = cached_model(self.model_key, resolve_device(self._device_name))
+        return self._model
+
+    # -- audio <-> model format
+
+    def _check(self, item: Item) -> Audio:
+        audio = _as_audio(item, self.name)
+        spec = _spec(self.model_key)
+        if spec.channels == 2 and audio.channels > 2:
+            raise CodecError(f"{self.name} codes 1 or 2 channels, item has {audio.channels}")
+        return audio
+
+    def _to_model(self, audio: Audio, model: EncodecModel) -> torch.Tensor:
+        import torch
+
+        if audio.channels > model.channels:  # down-mix first: resample fewer channels
+            audio = resample(remix(audio, model.channels), model.sample_rate)
+        else:
+            audio = remix(resample(audio, model.sample_rate), model.channels)
+        device = next(model.parameters()).device
+        return torch.from_numpy(np.ascontiguousarray(audio.samples, dtype=np.float32)).to(device)
+
+    def _from_model(self, wav: torch.Tensor, rate: int, like: Audio) -> Audio:
+        decoded = Audio(wav.detach().float().cpu().numpy(), rate)
+        if decoded.channels > like.channels:
+            decoded = resample(remix(decoded, like.channels), like.sample_rate)
+        else:
+            decoded = remix(resample(decoded, like.sample_rate), like.channels)
+        out = np.zeros((like.channels, like.frames), dtype=np.float32)
+        n = min(like.frames, decoded.frames)
+        out[:, :n] = np.clip(decoded.samples[:, :n], -1.0, 1.0)
+        return Audio(out, like.sample_rate)
+
+    # -- the codec interface
+
+    def ladder(self, item: Item) -> list[float]:
+        self._check(item)
+        return list(_spec(self.model_key).bandwidths)
+
+    def _bandwidth(self, setting: Any) -> float:
+        bandwidth = float(setting)
+        if bandwidth not in _spec(self.model_key).bandwidths:
+            raise CodecError(f"{self.name}: no bandwidth {setting!r}; choose one of {_spec(self.model_key).bandwidths}")
+        return bandwidth
+
+    def encode(self, item: Item, setting: Any) -> bytes:
+        from encodec.compress import compress
+
+        audio = self._check(item)
+        bandwidth = self._bandwidth(setting)
+        model = self.model()
+        wav = self._to_model(audio, model)
+        with _RUN_LOCK:
+            model.set_target_bandwidth(bandwidth)
+            data = compress(model, wav, use_lm=self.use_lm)
+        if not data:
+            raise CodecError(f"{self.name} failed at {self.label(setting)}: encoder wrote no bytes")
+        return data
+
+    def decode(self, data: bytes, like: Item) -> Audio:
+        if not isinstance(like, Audio):
+            raise CodecError(f"{self.name} decodes audio, got like={type(like).__name__}")
+        if not data:
+            raise CodecError(f"{self.name}: cannot decode an empty bitstream")
+        model = self.model()
+        return self._from_model(read_ecdc(data, model, self.name), model.sample_rate, like)
+
+    def label(self, setting: Any) -> str:
+        return f"{float(setting):g}kbps" + ("+lm" if self.use_lm else "")
+
+    def expected_size(self, item: Item, setting: Any) -> int:
+        """The exact size of ``encode(item, setting)`` without the LM (from the duration at the model rate)."""
+        audio = _as_audio(item, self.name)
+        model = self.model()
+        # the frame count ``resample`` (scipy's resample_poly) gives: ceil(frames * up / down)
+        g = math.gcd(model.sample_rate, audio.sample_rate)
+        up, down = model.sample_rate // g, audio.sample_rate // g
+        length = -(-audio.frames * up // down)
+        return ecdc_size(model, length, self._bandwidth(setting))
+
+    def encode_to_budget(self, item: Item, budget_bytes: int) -> Encoded:
+        """Without the LM: pick the largest bandwidth whose exact size fits, encode once, check the bytes."""
+        self.model()  # missing weights raise ModelNotAvailableError here, not wrapped into a CodecError
+        if self.use_lm:
+            return super().encode_to_budget(item, budget_bytes)
+        ladder = self.ladder(item)
+        sizes = [self.expected_size(item, bw) for bw in ladder]
+        fitting = [i for i, size in enumerate(sizes) if size <= budget_bytes]
+        i = fitting[-1] if fitting else 0
+        data = self.encode(item, ladder[i])
+        if len(data) != sizes[i]:  # the container changed under us: measure every rung instead
+            return super().encode_to_budget(item, budget_bytes)
+        return Encoded(data, self.label(ladder[i]), len(data) <= budget_bytes, 1)
+
+
+class Encodec24(_Encodec):
+    """EnCodec 24 kHz (causal, mono), 1.5-24 kbps; stereo items are down-mixed and the decode duplicated."""
+
+    name: ClassVar[str] = "encodec-24khz"
+    description: ClassVar[str] = "EnCodec 24 kHz mono, 1.5/3/6/12/24 kbps, ECDC container (no LM)"
+    model_key: ClassVar[str] = "encodec-24khz"
+
+
+class Encodec48(_Encodec):
+    """EnCodec 48 kHz (non-causal, stereo, 1 s segments), 3-24 kbps; mono items are duplicated."""
+
+    name: ClassVar[str] = "encodec-48khz"
+    description: ClassVar[str] = "EnCodec 48 kHz stereo, 3/6/12/24 kbps, ECDC container (no LM)"
+    model_key: ClassVar[str] = "encodec-48khz"
+
+
+class Encodec24Lm(Encodec24):
+    """EnCodec 24 kHz with the entropy-coding LM (the package reports 20-30 % smaller files; slow on CPU)."""
+
+    name: ClassVar[str] = "encodec-24khz-lm"
+    description: ClassVar[str] = "EnCodec 24 kHz mono, 1.5-24 kbps + arithmetic coding with the EnCodec LM"
+    use_lm: ClassVar[bool] = True
+
+
+class Encodec48Lm(Encodec48):
+    """EnCodec 48 kHz with the entropy-coding LM."""
+
+    name: ClassVar[str] = "encodec-48khz-lm"
+    description: ClassVar[str] = "EnCodec 48 kHz stereo, 3-24 kbps + arithmetic coding with the EnCodec LM"
+    use_lm: ClassVar[bool] = True
+
+
+NEURAL_AUDIO_CODECS: tuple[type[Codec], ...] = (Encodec24, Encodec48)
+LM_CODECS: tuple[type[Codec], ...] = (Encodec24Lm, Encodec48Lm)
