@@ -14,7 +14,8 @@ from mpq_assets.store import ResultsStore
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mpq_assets.demo import DEMO_EXPERIMENTS, run_demo
 
-    run_demo(args.experiments or DEMO_EXPERIMENTS, codecs=args.codecs, bitrates=args.bitrates)
+    run_demo(args.experiments or DEMO_EXPERIMENTS, codecs=args.codecs, bitrates=args.bitrates,
+             skip_metrics=args.skip_metrics or ())
     return 0
 
 
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--experiments", nargs="*", help="default: all demo experiments")
     demo.add_argument("--codecs", nargs="*", help="default: every registered codec of each modality")
     demo.add_argument("--bitrates", nargs="*", choices=RATIOS, help="default: the whole ratio grid")
+    demo.add_argument("--skip-metrics", nargs="*", metavar="METRIC",
+                      help="leave out quality metrics, e.g. cdpam dnsmos (CDPAM is ~3 s per clip on CPU)")
     demo.set_defaults(func=_cmd_demo)
     codecs = sub.add_parser("codecs", help="list registered codecs (built-ins and mpq.codecs plugins)")
     codecs.set_defaults(func=_cmd_codecs)

@@ -7,6 +7,7 @@ in the UI.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -141,7 +142,11 @@ def run_demo(
     codecs: Sequence[str] | None = None,
     bitrates: Sequence[str] | None = None,
     say: Callable[[str], None] = print,
+    skip_metrics: Sequence[str] = (),
 ) -> None:
+    # the demo is offline by definition: never wait on a model hub (HF retries for ~25 s per attempt)
+    os.environ.setdefault("MPQ_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = load_settings()
     settings.ensure_dirs()
     home = os.environ.get("DAGSTER_HOME") or str(settings.home / "dagster_home")
@@ -152,6 +157,9 @@ def run_demo(
     say(f"MPQ demo: results in {settings.db_path}, runs in DAGSTER_HOME={home}")
     for name in experiments:
         exp = EXPERIMENTS[name]
+        if skip_metrics:
+            exp = dataclasses.replace(exp, quality_metrics=tuple(m for m in exp.quality_metrics
+                                                                 if m not in skip_metrics))
         mine = [c for c in (codecs or codec_names(exp.modality)) if c in codec_names(exp.modality)]
         say(f"\n== {name}: {exp.description}")
         mine = [c for c in mine if codec_ready(c, say)]
