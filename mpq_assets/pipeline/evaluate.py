@@ -139,6 +139,24 @@ def _predict(task: Task, frame: pd.DataFrame, path_col: str, logger: logging.Log
     return preds, errors
 
 
+def _run_task(experiment: Experiment, spec: TaskSpec, settings: Settings, frame: pd.DataFrame, path_col: str,
+              codec: str, bitrate: str, summary: StepSummary,
+              logger: logging.Logger | logging.LoggerAdapter) -> tuple[Task, dict[str, Prediction], list[dict]] | None:
+    """Predict one task over ``frame`` and keep its arrays; None when an optional task's model is missing."""
+    task = _make_task(spec, settings)
+    try:
+        preds, errors = _predict(task, frame, path_col, logger, f"{experiment.name}/{spec.name} {codec}@{bitrate}")
+    except ModelNotAvailableError as exc:
+        if not spec.optional:
+            raise
+        summary.notes.append(_skip_note(experiment, spec, exc))
+        logger.info(summary.notes[-1])  # recorded in the asset's metadata; callers decide how loud
+        return None
+    _save_arrays(_arrays_path(settings, experiment.name, spec.name, codec, bitrate),
+                 {i: p.array for i, p in preds.items() if p.array is not None})
+    return task, preds, errors
+
+
 def _prediction_rows(preds: dict[str, Prediction], model: str) -> pd.DataFrame:
     return pd.DataFrame([dict(item_id=i, prediction=json.dumps(p.summary), model=model) for i, p in preds.items()],
                         columns=["item_id", "prediction", "model"])
@@ -159,18 +177,10 @@ def reference_predictions(experiment: Experiment, store: ResultsStore, settings:
     items = _manifest(store, experiment)
     summary = StepSummary(items=len(items))
     for spec in experiment.tasks:
-        task = _make_task(spec, settings)
-        try:
-            preds, errors = _predict(task, items, "original_path", logger,
-                                     f"{experiment.name}/{spec.name} reference")
-        except ModelNotAvailableError as exc:
-            if not spec.optional:
-                raise
-            summary.notes.append(_skip_note(experiment, spec, exc))
-            logger.info(summary.notes[-1])  # recorded in the asset's metadata; callers decide how loud
+        ran = _run_task(experiment, spec, settings, items, "original_path", REFERENCE, REFERENCE, summary, logger)
+        if ran is None:
             continue
-        _save_arrays(_arrays_path(settings, experiment.name, spec.name, REFERENCE, REFERENCE),
-                     {i: p.array for i, p in preds.items() if p.array is not None})
+        task, preds, errors = ran
         ids = [i for i in items["item_id"] if i in preds]
         labels = dict(zip(items["item_id"], items["label"], strict=True))
         scores = task.score_labels(ids, [preds[i] for i in ids], [labels[i] for i in ids])
@@ -193,18 +203,10 @@ def predictions_partition(experiment: Experiment, codec: str, bitrate: str, stor
     frame = _partition(store, experiment, codec, bitrate)
     summary = StepSummary(items=len(frame))
     for spec in experiment.tasks:
-        task = _make_task(spec, settings)
-        try:
-            preds, errors = _predict(task, frame, "decoded_path", logger,
-                                     f"{experiment.name}/{spec.name} {codec}@{bitrate}")
-        except ModelNotAvailableError as exc:
-            if not spec.optional:
-                raise
-            summary.notes.append(_skip_note(experiment, spec, exc))
-            logger.info(summary.notes[-1])  # recorded in the asset's metadata; callers decide how loud
+        ran = _run_task(experiment, spec, settings, frame, "decoded_path", codec, bitrate, summary, logger)
+        if ran is None:
             continue
-        _save_arrays(_arrays_path(settings, experiment.name, spec.name, codec, bitrate),
-                     {i: p.array for i, p in preds.items() if p.array is not None})
+        task, preds, errors = ran
         keys = {"experiment": experiment.name, "codec": codec, "bitrate": bitrate, "task": spec.name}
         store.replace_partitions([
             ("predictions", keys, _prediction_rows(preds, task.model_id)),

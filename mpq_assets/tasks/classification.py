@@ -34,10 +34,10 @@ import torch
 from mpq_assets.tasks import scoring
 from mpq_assets.tasks.base import Prediction, Score, Task, TaskInfo, same_length
 from mpq_assets.tasks.hf import (
+    HFImageModel,
     check_image,
     checkpoint_id,
     class_names_from_config,
-    hf_preprocess,
     load_hf,
     run_grouped,
 )
@@ -59,20 +59,10 @@ class _Backend:
         raise NotImplementedError
 
 
-class _HFClassifier(_Backend):
-    def __init__(self, model: str, device: torch.device) -> None:
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
+def _hf_classifier(model: str, device: torch.device) -> HFImageModel:
+    from transformers import AutoModelForImageClassification
 
-        self.processor = load_hf(AutoImageProcessor, model, "image processor")
-        self.model = load_hf(AutoModelForImageClassification, model, "image-classification model")
-        self.model.to(device).eval()
-        self.labels = class_names_from_config(self.model.config)
-
-    def preprocess(self, item: np.ndarray) -> torch.Tensor:
-        return hf_preprocess(self.processor, item)
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=batch).logits
+    return HFImageModel(AutoModelForImageClassification, model, device, "image-classification model")
 
 
 def efficientnet_class_names() -> list[str]:
@@ -114,17 +104,17 @@ class _EfficientNetLite0(_Backend):
 
 
 # Process-level caches: each model loads once per (model, device), class lists once per model.
-_MODELS: dict[tuple[str, str], _Backend] = {}
+_MODELS: dict[tuple[str, str], _Backend | HFImageModel] = {}
 _LABELS: dict[str, list[str]] = {}
 _LOCK = threading.Lock()
 
 
-def _load_backend(model: str, device: torch.device) -> _Backend:
+def _load_backend(model: str, device: torch.device) -> _Backend | HFImageModel:
     key = (checkpoint_id(model), str(device))
     with _LOCK:
         if key not in _MODELS:
             log.info("loading classifier %s on %s", key[0], device)
-            _MODELS[key] = _EfficientNetLite0(device) if model == EFFICIENTNET_LITE0 else _HFClassifier(model, device)
+            _MODELS[key] = _EfficientNetLite0(device) if model == EFFICIENTNET_LITE0 else _hf_classifier(model, device)
         return _MODELS[key]
 
 
@@ -200,7 +190,7 @@ class ImageClassification(Task):
     def model_id(self) -> str:
         return checkpoint_id(self.model)
 
-    def load(self) -> _Backend:
+    def load(self) -> _Backend | HFImageModel:
         """Load (or fetch from the process cache) the model; raises ModelNotAvailableError if missing."""
         return _load_backend(self.model, self.device)
 

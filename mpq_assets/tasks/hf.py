@@ -13,8 +13,8 @@ import torch
 from mpq_assets.settings import load_settings
 from mpq_assets.tasks.base import ModelNotAvailableError
 
-__all__ = ["ModelNotAvailableError", "check_image", "checkpoint_id", "class_names_from_config", "hf_preprocess",
-           "hub_offline", "load_hf", "run_grouped"]
+__all__ = ["HFImageModel", "ModelNotAvailableError", "check_image", "checkpoint_id", "class_names_from_config",
+           "hf_preprocess", "hub_offline", "load_hf", "run_grouped"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -83,3 +83,21 @@ def class_names_from_config(config: Any) -> list[str]:
     id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
     n = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
     return [id2label.get(i, f"LABEL_{i}") for i in range(n)]
+
+
+class HFImageModel:
+    """A HuggingFace image checkpoint and its processor on a device; ``forward`` returns the logits."""
+
+    def __init__(self, auto_model: Any, model: str, device: torch.device, what: str) -> None:
+        from transformers import AutoImageProcessor
+
+        self.processor = load_hf(AutoImageProcessor, model, "image processor")
+        self.model = load_hf(auto_model, model, what)
+        self.model.to(device).eval()
+        self.labels = class_names_from_config(self.model.config)
+
+    def preprocess(self, item: np.ndarray) -> torch.Tensor:
+        return hf_preprocess(self.processor, item)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=batch).logits

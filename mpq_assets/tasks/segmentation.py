@@ -38,10 +38,10 @@ import torch.nn.functional as F
 from mpq_assets.tasks import scoring
 from mpq_assets.tasks.base import Prediction, Score, Task, TaskInfo, same_length
 from mpq_assets.tasks.hf import (
+    HFImageModel,
     check_image,
     checkpoint_id,
     class_names_from_config,
-    hf_preprocess,
     load_hf,
     run_grouped,
 )
@@ -55,33 +55,19 @@ SUMMARY_CLASSES = 5
 _MAX_UPSAMPLE_ELEMENTS = 1 << 26
 
 
-class _HFSegmenter:
-    def __init__(self, model: str, device: torch.device) -> None:
-        from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
-
-        self.processor = load_hf(AutoImageProcessor, model, "image processor")
-        self.model = load_hf(AutoModelForSemanticSegmentation, model, "semantic-segmentation model")
-        self.model.to(device).eval()
-        self.labels = class_names_from_config(self.model.config)
-
-    def preprocess(self, item: np.ndarray) -> torch.Tensor:
-        return hf_preprocess(self.processor, item)
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=batch).logits
-
-
-_MODELS: dict[tuple[str, str], _HFSegmenter] = {}
+_MODELS: dict[tuple[str, str], HFImageModel] = {}
 _META: dict[str, tuple[list[str], bool]] = {}
 _LOCK = threading.Lock()
 
 
-def _load_model(model: str, device: torch.device) -> _HFSegmenter:
+def _load_model(model: str, device: torch.device) -> HFImageModel:
     key = (checkpoint_id(model), str(device))
     with _LOCK:
         if key not in _MODELS:
             log.info("loading segmenter %s on %s", key[0], device)
-            _MODELS[key] = _HFSegmenter(model, device)
+            from transformers import AutoModelForSemanticSegmentation
+
+            _MODELS[key] = HFImageModel(AutoModelForSemanticSegmentation, model, device, "semantic-segmentation model")
         return _MODELS[key]
 
 
@@ -173,7 +159,7 @@ class SemanticSegmentation(Task):
     def model_id(self) -> str:
         return checkpoint_id(self.model)
 
-    def load(self) -> _HFSegmenter:
+    def load(self) -> HFImageModel:
         """Load (or fetch from the process cache) the model; raises ModelNotAvailableError if missing."""
         return _load_model(self.model, self.device)
 
