@@ -73,8 +73,9 @@ def experiment_assets(experiment: Experiment) -> list[AssetsDefinition]:
             "raw_MB": round(summary.raw_mb, 3),
         })
 
-    @asset(key=[name, "compressed"], deps=[dataset.key], description=f"{name} compressed by one codec at one "
-           "target ratio: bitstream files, cached reconstructions, achieved rates.", **partitioned)
+    # pool: neural codecs (CompressAI, HiFiC, EnCodec) run on the device like the models do
+    @asset(key=[name, "compressed"], deps=[dataset.key], pool=GPU_POOL, description=f"{name} compressed by one "
+           "codec at one target ratio: bitstream files, cached reconstructions, achieved rates.", **partitioned)
     def compressed(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
         store, settings = mpq.store(), mpq.settings()
 
