@@ -48,7 +48,7 @@ def materialise_experiment(
     assets = experiment_assets(experiment)
     whole = [a.key for a in assets if a.partitions_def is None]
     per_partition = [a.key for a in assets if a.partitions_def is not None]
-    codecs = list(codecs or codec_names(experiment.modality))
+    codecs = list(codecs) if codecs is not None else codec_names(experiment.modality)
     bitrates = list(bitrates or RATIOS)
     t0 = time.perf_counter()
     result = materialize(assets, selection=whole, instance=instance, resources=resources, run_config=quiet)
@@ -160,9 +160,12 @@ def run_demo(
         if skip_metrics:
             exp = dataclasses.replace(exp, quality_metrics=tuple(m for m in exp.quality_metrics
                                                                  if m not in skip_metrics))
-        mine = [c for c in (codecs or codec_names(exp.modality)) if c in codec_names(exp.modality)]
+        chosen = codecs if codecs is not None else codec_names(exp.modality)
+        mine = [c for c in chosen if c in codec_names(exp.modality)]
         say(f"\n== {name}: {exp.description}")
         mine = [c for c in mine if codec_ready(c, say)]
+        if not mine:
+            say(f"  no {exp.modality} codec selected or ready: only the unpartitioned assets run")
         for line in missing_optional_models(exp):
             say(f"  {line}")
         materialise_experiment(exp, instance, mine, bitrates, say=say)

@@ -22,14 +22,16 @@ class MpqResource(ConfigurableResource):
     def settings(self) -> Settings:
         import os
 
-        env = {}
-        if self.home:
+        env = dict(os.environ)
+        if self.home:  # everything below the configured home, whatever the environment says
             env["MPQ_HOME"] = self.home
+            for var in ("MPQ_DB", "MPQ_ARTIFACTS", "MPQ_MODELS"):
+                env.pop(var, None)
         if self.db_path:
             env["MPQ_DB"] = self.db_path
         if self.device:
             env["MPQ_DEVICE"] = self.device
-        return load_settings({**os.environ, **env})
+        return load_settings(env)
 
     def store(self) -> ResultsStore:
         s = self.settings()

@@ -138,3 +138,26 @@ def test_lock_holder_parsing() -> None:
            "/usr/bin/python3.11 (PID 4242). See also https://duckdb.org/docs/connect/concurrency")
     assert lock_holder(msg) == "python3.11 (PID 4242)"
     assert lock_holder("something else") == "another process"
+
+
+def test_threads_in_one_process_take_turns(store: ResultsStore) -> None:
+    import threading
+
+    store.initialise()
+    failures: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            keys = {"experiment": "threads", "codec": f"c{i}", "bitrate": "20x"}
+            store.replace_partition("compressed", keys, _compressed_rows(10, f"c{i}", "20x"))
+            store.query("SELECT count(*) FROM compressed")  # a reader while other threads write
+        except BaseException as exc:  # collected and asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert store.query("SELECT count(*) AS n FROM compressed WHERE experiment='threads'")["n"][0] == 60

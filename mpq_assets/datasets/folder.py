@@ -58,12 +58,15 @@ class FolderDataset(Dataset):
             if not path.is_file() or path.suffix.lower() not in self.extensions or path.name == self.labels_file:
                 continue
             rel = path.relative_to(self.root).as_posix()
-            safe = safe_join(self.root, rel)  # refuses symlinks that point outside the root
             item_id = item_id_from_name(rel.replace("/", "__"))
             if item_id in seen:
                 item_id = item_id_from_name(rel.replace("/", "__").replace(".", "_"))
             seen.add(item_id)
-            yield ItemSource(item_id, rel, self._loader(safe), label=self.labels.get(rel))
+            yield ItemSource(item_id, rel, self._safe_loader(rel), label=self.labels.get(rel))
+
+    def _safe_loader(self, rel: str):  # noqa: ANN202 - a zero-argument loader
+        """Resolve the path when the item loads: a symlink out of the root fails that item alone."""
+        return lambda: self._loader(safe_join(self.root, rel))()
 
     def _loader(self, path: Path):  # noqa: ANN202 - a zero-argument loader
         raise NotImplementedError
@@ -93,7 +96,7 @@ class ImageFolder(FolderDataset):
                 continue  # the masks folder is not a source of items
             if self.masks is not None:
                 mask = self.masks / f"{Path(src.source).stem}.png"
-                label = str(mask) if mask.exists() else None
+                label = str(safe_join(self.root, str(mask.relative_to(self.root)))) if mask.exists() else None
                 yield ItemSource(src.item_id, src.source, src.load, label=label, extra=src.extra)
             else:
                 yield src

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mpq_assets.codecs.base import Modality
-from mpq_assets.datasets.base import Dataset, ItemSource
+from mpq_assets.datasets.base import Dataset, ItemSource, item_id_from_name
 from mpq_assets.media.image import to_rgb8
 from mpq_assets.settings import load_settings
 from mpq_assets.storage_paths import atomic_write_bytes, safe_join
@@ -108,7 +108,7 @@ class HuggingFaceImages(_HuggingFaceSource):
         n = len(ds) if self.limit is None else min(self.limit, len(ds))
         mask_dir = safe_join(load_settings().artifacts_dir, "hf_masks", self.name.replace("/", "__"), self.split)
         for index in range(n):
-            item_id = f"{self.split}_{index:06d}"
+            item_id = item_id_from_name(f"{self.split}_{index:06d}")  # splits may be sliced: "validation[:500]"
 
             def load(i: int = index) -> np.ndarray:
                 return to_rgb8(ds[i][self.image_column])
@@ -187,7 +187,7 @@ class HuggingFaceAudio(_HuggingFaceSource):
         for index in range(n):
             row = ds[index]
             ref = row[self.audio_column]
-            item_id = f"{self.split}_{index:06d}"
+            item_id = item_id_from_name(f"{self.split}_{index:06d}")  # splits may be sliced: "validation[:500]"
 
             def load(ref: dict = ref, what: str = item_id):  # noqa: ANN202 - Audio
                 if ref.get("bytes"):

@@ -108,7 +108,8 @@ def _predict(task: Task, frame: pd.DataFrame, path_col: str, logger: logging.Log
         for rec in batch.itertuples(index=False):
             try:
                 path = getattr(rec, path_col)
-                keys[rec.item_id] = (type(task).__name__, task.model_id, file_digest(path))
+                # one task object per (task, arguments, device) in a process: its id keys its settings too
+                keys[rec.item_id] = (id(task), task.model_id, file_digest(path))
                 hit = PREDICTIONS.get(keys[rec.item_id])
                 if hit is not None:  # a byte-identical reconstruction was already predicted
                     preds[rec.item_id] = hit
@@ -139,8 +140,8 @@ def _predict(task: Task, frame: pd.DataFrame, path_col: str, logger: logging.Log
     return preds, errors
 
 
-def _run_task(experiment: Experiment, spec: TaskSpec, settings: Settings, frame: pd.DataFrame, path_col: str,
-              codec: str, bitrate: str, summary: StepSummary,
+def _run_task(experiment: Experiment, spec: TaskSpec, settings: Settings, store: ResultsStore, frame: pd.DataFrame,
+              path_col: str, codec: str, bitrate: str, summary: StepSummary,
               logger: logging.Logger | logging.LoggerAdapter) -> tuple[Task, dict[str, Prediction], list[dict]] | None:
     """Predict one task over ``frame`` and keep its arrays; None when an optional task's model is missing."""
     task = _make_task(spec, settings)
@@ -151,6 +152,9 @@ def _run_task(experiment: Experiment, spec: TaskSpec, settings: Settings, frame:
             raise
         summary.notes.append(_skip_note(experiment, spec, exc))
         logger.info(summary.notes[-1])  # recorded in the asset's metadata; callers decide how loud
+        keys = {"experiment": experiment.name, "codec": codec, "bitrate": bitrate, "task": spec.name}
+        store.replace_partitions([("predictions", keys, _prediction_rows({}, "")),
+                                  ("task_scores", keys, _score_frame([], ""))])  # no stale rows survive
         return None
     _save_arrays(_arrays_path(settings, experiment.name, spec.name, codec, bitrate),
                  {i: p.array for i, p in preds.items() if p.array is not None})
@@ -177,7 +181,8 @@ def reference_predictions(experiment: Experiment, store: ResultsStore, settings:
     items = _manifest(store, experiment)
     summary = StepSummary(items=len(items))
     for spec in experiment.tasks:
-        ran = _run_task(experiment, spec, settings, items, "original_path", REFERENCE, REFERENCE, summary, logger)
+        ran = _run_task(experiment, spec, settings, store, items, "original_path", REFERENCE, REFERENCE, summary,
+                        logger)
         if ran is None:
             continue
         task, preds, errors = ran
@@ -203,7 +208,7 @@ def predictions_partition(experiment: Experiment, codec: str, bitrate: str, stor
     frame = _partition(store, experiment, codec, bitrate)
     summary = StepSummary(items=len(frame))
     for spec in experiment.tasks:
-        ran = _run_task(experiment, spec, settings, frame, "decoded_path", codec, bitrate, summary, logger)
+        ran = _run_task(experiment, spec, settings, store, frame, "decoded_path", codec, bitrate, summary, logger)
         if ran is None:
             continue
         task, preds, errors = ran
@@ -265,10 +270,12 @@ def quality_partition(experiment: Experiment, codec: str, bitrate: str, store: R
     for batch in _batches(frame, BATCH):
         refs, dists, ids, digests = [], [], [], []
         for rec in batch.itertuples(index=False):
-            try:
-                digests.append((file_digest(rec.original_path), file_digest(rec.decoded_path)))
-                refs.append(load_item(rec.original_path, rec.modality))
-                dists.append(load_item(rec.decoded_path, rec.modality))
+            try:  # all four or none, so values can never shift to another item
+                pair = (file_digest(rec.original_path), file_digest(rec.decoded_path))
+                ref, dist = load_item(rec.original_path, rec.modality), load_item(rec.decoded_path, rec.modality)
+                digests.append(pair)
+                refs.append(ref)
+                dists.append(dist)
                 ids.append(rec.item_id)
             except Exception as exc:
                 errors.append(dict(item_id=rec.item_id, error=f"{type(exc).__name__}: {exc}"))

@@ -43,9 +43,13 @@ def ingest(experiment: Experiment, store: ResultsStore, settings: Settings,
     out_dir = originals_dir(settings, experiment.name)
     rows, errors = [], []
     progress = Progress(logger, f"{experiment.name}/dataset", len(sources))
+    seen: set[str] = set()
     for done, src in enumerate(sources, 1):
         try:
             item_id = check_item_id(src.item_id)
+            if item_id in seen:
+                raise ValueError(f"duplicate item id {item_id!r} (source {src.source}); ids must be unique")
+            seen.add(item_id)
             item = src.load()
             if isinstance(item, Audio):
                 item = quantise_pcm16(validate_audio(item, what=item_id))

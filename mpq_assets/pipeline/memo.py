@@ -47,14 +47,14 @@ class Memo:
             self.hits = 0
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, cached by (path, size, mtime)."""
+    """SHA-256 of a file's bytes, cached by (path, inode, size, mtime): atomic rewrites get a new inode."""
     p = Path(path)
     st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
+    key = (str(p), st.st_ino, st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
         _DIGESTS[key] = hashlib.sha256(p.read_bytes()).hexdigest()
     return _DIGESTS[key]

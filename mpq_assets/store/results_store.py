@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,6 +38,18 @@ PARTITION_KEYS: dict[str, tuple[str, ...]] = {
 }
 _MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+
+
+_PROCESS_LOCKS: dict[str, threading.RLock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(path: Path) -> threading.RLock:
+    """One lock per database file per process: DuckDB refuses a read-only and a read-write connection
+    to the same file from one process, and two writer threads would conflict; threads take turns."""
+    key = str(path.resolve())
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(key, threading.RLock())
 
 
 class StoreLockedError(RuntimeError):
@@ -107,23 +120,25 @@ class ResultsStore:
     @contextmanager
     def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._connect(read_only=False)
-        try:
-            self._migrate(con)
-            yield con
-        finally:
-            con.close()
+        with _process_lock(self.path):
+            con = self._connect(read_only=False)
+            try:
+                self._migrate(con)
+                yield con
+            finally:
+                con.close()
 
     @contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection (the schema is created first if the file is new)."""
         if not self.path.exists():
             self.initialise()
-        con = self._connect(read_only=True)
-        try:
-            yield con
-        finally:
-            con.close()
+        with _process_lock(self.path):
+            con = self._connect(read_only=True)
+            try:
+                yield con
+            finally:
+                con.close()
 
     # -- schema ------------------------------------------------------------------
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
