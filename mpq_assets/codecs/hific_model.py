@@ -70,7 +70,6 @@ rounded, not min-max stretched as the reference ``save_image(normalize=True)`` d
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import pickle
@@ -88,7 +87,7 @@ from torch import nn
 
 from mpq_assets.settings import load_settings
 from mpq_assets.storage_paths import atomic_write_bytes
-from mpq_assets.weights import ModelNotAvailableError
+from mpq_assets.weights import ModelNotAvailableError, sha256_file
 
 HIFIC_REGIMES: tuple[str, ...] = ("low", "med", "high")
 # public file names per regime (the README links name the high one hific_hi.pt; some mirrors use hific_high.pt)
@@ -718,14 +717,6 @@ def check_state_dict(state: Mapping[str, torch.Tensor], config: HiFiCConfig) -> 
         raise ValueError("HiFiC state dict does not match the architecture: " + "; ".join(p for p in parts if p))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def convert_hific_checkpoint(src: str | Path, dst: str | Path, *, regime: str | None = None) -> Path:
     """Convert a public HiFiC checkpoint to safetensors, once; return ``dst``.
 
@@ -758,7 +749,7 @@ def convert_hific_checkpoint(src: str | Path, dst: str | Path, *, regime: str | 
         "config": json.dumps(asdict(config), sort_keys=True),
         "regime": regime or str(args.get("regime", "")),
         "source": src.name,
-        "source_sha256": _sha256(src),
+        "source_sha256": sha256_file(src),
         "reader": reader,
         "dropped_keys": str(len(dropped)),
         "args": json.dumps({k: v for k, v in args.items() if isinstance(v, str | int | float | bool | None)},

@@ -54,7 +54,6 @@ same probabilities at both ends: encode and decode on the same device type.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -72,7 +71,7 @@ import numpy as np
 
 from mpq_assets.codecs.base import Codec, CodecError, Encoded, Item, Modality
 from mpq_assets.media.audio import Audio, remix, resample
-from mpq_assets.weights import ModelNotAvailableError
+from mpq_assets.weights import ModelNotAvailableError, sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -152,12 +151,7 @@ def missing_weights(name: str, lm: bool = False) -> str | None:
 
 
 def _sha256_prefix_ok(path: Path) -> bool:
-    prefix = path.stem.rsplit("-", 1)[-1]
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest().startswith(prefix)
+    return sha256_file(path).startswith(path.stem.rsplit("-", 1)[-1])
 
 
 def _load_state(path: Path) -> dict[str, Any]:

@@ -74,7 +74,6 @@ Speed
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -90,7 +89,7 @@ import numpy as np
 
 from mpq_assets.codecs.base import Codec, CodecError, Encoded, Modality
 from mpq_assets.settings import load_settings
-from mpq_assets.weights import ModelNotAvailableError
+from mpq_assets.weights import ModelNotAvailableError, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +170,6 @@ def _hash_prefix(filename: str) -> str | None:
     return prefix if len(prefix) >= 8 and all(c in "0123456789abcdef" for c in prefix) else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download(name: str, quality: int, target: Path) -> None:
     from torch.hub import download_url_to_file
 
@@ -198,7 +189,7 @@ def pull(name: str, directory: str | os.PathLike[str] | None = None) -> str:
     paths = checkpoint_paths(name, directory)
     for quality, path in zip(_arch(name)[1], paths, strict=True):
         prefix = _hash_prefix(path.name)
-        if path.is_file() and (prefix is None or _sha256(path).startswith(prefix)):
+        if path.is_file() and (prefix is None or sha256_file(path).startswith(prefix)):
             continue
         _download(name, quality, path)
     return str(paths[0].parent)
@@ -213,7 +204,7 @@ def load_checkpoint(name: str, quality: int, path: Path) -> Any:
     from compressai.zoo.image import model_architectures
 
     prefix = _hash_prefix(path.name)
-    if prefix is not None and not _sha256(path).startswith(prefix):
+    if prefix is not None and not sha256_file(path).startswith(prefix):
         raise ModelNotAvailableError(
             f"{path} does not match the SHA-256 prefix {prefix} in its name (truncated or replaced file); "
             f"delete it and fetch it again.\n{_how_to_get(name, path.parent)}")

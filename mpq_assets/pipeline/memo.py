@@ -8,13 +8,14 @@ runs each model and metric once per distinct reconstruction.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
+
+from mpq_assets.weights import sha256_file
 
 
 class Memo:
@@ -56,7 +57,7 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     st = p.stat()
     key = (str(p), st.st_ino, st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        _DIGESTS[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+        _DIGESTS[key] = sha256_file(p)
     return _DIGESTS[key]
 
 

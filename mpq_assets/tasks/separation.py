@@ -62,7 +62,6 @@ value that is NaN (every window silent) gives no row.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -82,6 +81,7 @@ from mpq_assets.media.audio import Audio, load_audio, remix, resample
 from mpq_assets.tasks import sdr as sdr_metrics
 from mpq_assets.tasks.base import Prediction, Score, Task, TaskInfo, same_length
 from mpq_assets.tasks.hf import ModelNotAvailableError, hub_offline
+from mpq_assets.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +189,7 @@ def load_file(path: str | os.PathLike[str]) -> torch.nn.Module:
 
 
 def _sha256_prefix_ok(path: Path, prefix: str) -> bool:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest().startswith(prefix)
+    return sha256_file(path).startswith(prefix)
 
 
 # ------------------------------------------------------------- where weights live

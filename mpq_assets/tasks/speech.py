@@ -39,7 +39,6 @@ per-item rows plus one corpus-level aggregate row per metric (``n`` = clips).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -56,6 +55,7 @@ from mpq_assets.media.audio import Audio, remix, resample
 from mpq_assets.settings import load_settings
 from mpq_assets.tasks import wer as werlib
 from mpq_assets.tasks.base import ModelNotAvailableError, Prediction, Score, Task, TaskInfo, same_length
+from mpq_assets.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,6 @@ def _official(name: str) -> tuple[str, Path, str]:
     return url, whisper_cache_dir() / os.path.basename(url), url.split("/")[-2]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _how_to_get(name: str, target: Path) -> str:
     return (f"To get it: run `mpq models pull {name}` on a machine with network access and copy "
             f"{target.name} into {target.parent} here (or set XDG_CACHE_HOME), or pass the path of a "
@@ -115,7 +107,7 @@ def openai_checkpoint(name: str, download: bool | None = None) -> Path:
     if download is None:
         download = not load_settings().offline
     if target.is_file():
-        if _sha256(target) == sha:
+        if sha256_file(target) == sha:
             return target
         if not download:
             raise ModelNotAvailableError(
