@@ -77,3 +77,13 @@ def test_metadata_reports_means(run) -> None:
     assert meta["items"].value == 11 and meta["psnr"].value > 25
     meta = r.asset_materializations_for_node("demo_images__task_scores")[0].metadata
     assert 0 <= meta["classification.agreement"].value <= 1
+
+
+def test_scores_refuse_predictions_of_another_model(demo_run) -> None:
+    from mpq_assets.pipeline.evaluate import load_predictions
+
+    settings, store, _, _ = demo_run
+    got = load_predictions(store, settings, "demo_images", "classification", "jpeg", "20x", "efficientnet-lite0")
+    assert len(got) == 11 and all(p.array is not None and p.array.shape == (1000,) for p in got.values())
+    with pytest.raises(RuntimeError, match="were made by .*efficientnet-lite0.*re-materialise"):
+        load_predictions(store, settings, "demo_images", "classification", "jpeg", "20x", "google/vit-base-patch16-224")

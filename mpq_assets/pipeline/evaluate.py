@@ -87,10 +87,16 @@ def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_predictions(store: ResultsStore, settings: Settings, experiment: str, task: str, codec: str,
-                     bitrate: str) -> dict[str, Prediction]:
-    """Predictions of one partition (summary from DuckDB, arrays from the artifact), by item id."""
-    df = store.query("SELECT item_id, prediction FROM predictions WHERE experiment = ? AND task = ? AND codec = ? "
-                     "AND bitrate = ?", [experiment, task, codec, bitrate])
+                     bitrate: str, model: str | None = None) -> dict[str, Prediction]:
+    """Predictions of one partition (summary from DuckDB, arrays from the artifact), by item id.
+
+    With ``model``, predictions made by another model are refused: scores must never mix models.
+    """
+    df = store.query("SELECT item_id, prediction, model FROM predictions WHERE experiment = ? AND task = ? AND "
+                     "codec = ? AND bitrate = ?", [experiment, task, codec, bitrate])
+    if model is not None and len(df) and set(df["model"]) != {model}:
+        raise RuntimeError(f"{experiment} {task} predictions for {codec}@{bitrate} were made by "
+                           f"{sorted(set(df['model']))}, not {model}: re-materialise them before scoring")
     path = _arrays_path(settings, experiment, task, codec, bitrate)
     arrays = dict(np.load(path)) if path.exists() else {}
     return {r.item_id: Prediction(json.loads(r.prediction), arrays.get(r.item_id)) for r in df.itertuples()}
@@ -231,8 +237,8 @@ def task_scores_partition(experiment: Experiment, codec: str, bitrate: str, stor
     summary = StepSummary(items=len(items))
     for spec in experiment.tasks:
         task = _make_task(spec, settings)
-        preds = load_predictions(store, settings, experiment.name, spec.name, codec, bitrate)
-        ref = load_predictions(store, settings, experiment.name, spec.name, REFERENCE, REFERENCE)
+        preds = load_predictions(store, settings, experiment.name, spec.name, codec, bitrate, task.model_id)
+        ref = load_predictions(store, settings, experiment.name, spec.name, REFERENCE, REFERENCE, task.model_id)
         if spec.optional and not preds and not ref:
             summary.notes.append(f"{experiment.name}: task {spec.name} has no predictions (optional task whose "
                                  "model is not available): not scored")
