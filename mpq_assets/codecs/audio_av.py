@@ -41,7 +41,7 @@ _LAYOUTS: dict[int, str] = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0
 _MAX_RATE = 48000  # nothing above 48 kHz is worth coding for these codecs
 
 
-def _as_audio(item: Item, codec: str) -> Audio:
+def as_audio(item: Item, codec: str) -> Audio:
     if not isinstance(item, Audio):
         raise CodecError(f"{codec} encodes audio, got {type(item).__name__}")
     if item.frames == 0:
@@ -241,7 +241,7 @@ class Mp3(Codec):
             raise CodecError(f"mp3 carries at most 2 channels, item has {item.channels}")
 
     def ladder(self, item: Item) -> list[tuple[int, int]]:
-        audio = _as_audio(item, self.name)
+        audio = as_audio(item, self.name)
         self._check_channels(audio)
         weight = 1.0 if audio.channels == 1 else 1.5
         rungs = []
@@ -252,7 +252,7 @@ class Mp3(Codec):
         return rungs
 
     def encode(self, item: Item, setting: Any) -> bytes:
-        audio = _as_audio(item, self.name)
+        audio = as_audio(item, self.name)
         self._check_channels(audio)
         kbps, rate = (int(v) for v in setting)
         if not _mp3_legal(kbps, rate):
@@ -328,12 +328,12 @@ class Opus(Codec):
             )
 
     def ladder(self, item: Item) -> list[int]:
-        audio = _as_audio(item, self.name)
+        audio = as_audio(item, self.name)
         self._check_channels(audio)
         return [k * audio.channels for k in self.KBPS_PER_CHANNEL]
 
     def encode(self, item: Item, setting: Any) -> bytes:
-        audio = _as_audio(item, self.name)
+        audio = as_audio(item, self.name)
         self._check_channels(audio)
         kbps = int(setting)
         rate = _opus_rate(audio.sample_rate)
@@ -392,7 +392,7 @@ class Aac(Codec):
         return _encoder_available("aac")
 
     def ladder(self, item: Item) -> list[tuple[int, int]]:
-        audio = _as_audio(item, self.name)
+        audio = as_audio(item, self.name)
         if audio.channels not in _LAYOUTS:
             raise CodecError(f"aac supports 1 to {max(_LAYOUTS)} channels here, item has {audio.channels}")
         rungs = []
@@ -403,7 +403,7 @@ class Aac(Codec):
         return rungs
 
     def encode(self, item: Item, setting: Any) -> bytes:
-        audio = _as_audio(item, self.name)
+        audio = as_audio(item, self.name)
         kbps, rate = (int(v) for v in setting)
         pcm = resample(audio, rate).samples
         return _encode_file(

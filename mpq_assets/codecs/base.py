@@ -53,10 +53,14 @@ class Codec(ABC):
     extension: ClassVar[str]
     description: ClassVar[str]
 
+    requires: ClassVar[tuple[str, ...]] = ()  # importable modules this codec needs
+
     @classmethod
     def available(cls) -> bool:
-        """Whether the libraries this codec needs are installed (optional codecs say no)."""
-        return True
+        """Whether the libraries this codec needs are installed (``requires``; optional codecs say no)."""
+        from importlib.util import find_spec
+
+        return all(find_spec(module) is not None for module in cls.requires)
 
     def weights_missing(self) -> str | None:
         """Why this codec cannot run here (e.g. its weights are not cached) and how to fix it; None if ready.

@@ -150,13 +150,7 @@ class HiFiC(Codec):
         self._coders: dict[str, HiFiCCoder] = {}
         self._injected = False
 
-    @classmethod
-    def available(cls) -> bool:
-        try:
-            import compressai  # noqa: F401
-        except ImportError:
-            return False
-        return True
+    requires = ("compressai",)
 
     @classmethod
     def from_models(cls, models: Mapping[str, HiFiCModel]) -> HiFiC:

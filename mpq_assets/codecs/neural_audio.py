@@ -63,12 +63,12 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from mpq_assets.codecs.audio_av import as_audio
 from mpq_assets.codecs.base import Codec, CodecError, Encoded, Item, Modality
 from mpq_assets.media.audio import Audio, remix, resample
 from mpq_assets.weights import ModelNotAvailableError, sha256_file
@@ -382,14 +382,6 @@ def read_ecdc(data: bytes, model: EncodecModel, codec: str) -> torch.Tensor:
 
 # ------------------------------------------------------------------------ codecs
 
-def _as_audio(item: Item, codec: str) -> Audio:
-    if not isinstance(item, Audio):
-        raise CodecError(f"{codec} encodes audio, got {type(item).__name__}")
-    if item.frames == 0:
-        raise CodecError(f"{codec}: item has no samples")
-    return item
-
-
 class _Encodec(Codec):
     """An EnCodec model as an MPQ codec; the setting is the bandwidth in kbps."""
 
@@ -417,9 +409,7 @@ class _Encodec(Codec):
         codec._model = model.eval()
         return codec
 
-    @classmethod
-    def available(cls) -> bool:
-        return util.find_spec("encodec") is not None and util.find_spec("torchaudio") is not None
+    requires = ("encodec", "torchaudio")
 
     def weights_missing(self) -> str | None:
         if self._model is not None:
@@ -440,7 +430,7 @@ class _Encodec(Codec):
     # -- audio <-> model format
 
     def _check(self, item: Item) -> Audio:
-        audio = _as_audio(item, self.name)
+        audio = as_audio(item, self.name)
         spec = _spec(self.model_key)
         if spec.channels == 2 and audio.channels > 2:
             raise CodecError(f"{self.name} codes 1 or 2 channels, item has {audio.channels}")
@@ -506,7 +496,7 @@ class _Encodec(Codec):
 
     def expected_size(self, item: Item, setting: Any) -> int:
         """The exact size of ``encode(item, setting)`` without the LM (from the duration at the model rate)."""
-        audio = _as_audio(item, self.name)
+        audio = as_audio(item, self.name)
         model = self.model()
         # the frame count ``resample`` (scipy's resample_poly) gives: ceil(frames * up / down)
         g = math.gcd(model.sample_rate, audio.sample_rate)

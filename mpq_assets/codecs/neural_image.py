@@ -74,7 +74,6 @@ Speed
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import struct
@@ -386,9 +385,7 @@ class NeuralImageCodec(Codec):
         codec._models = table
         return codec
 
-    @classmethod
-    def available(cls) -> bool:
-        return importlib.util.find_spec("compressai") is not None
+    requires = ("compressai",)
 
     @property
     def device(self) -> Any:
