@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mpq-installed
 # Debian packages needed at run time (none yet: Pillow, PyAV and soundfile wheels bundle their codecs)
 APT_RUNTIME :=
+# Debian packages the test suite needs: headless Chromium loads the Dagster UI in the end-to-end test
+APT_TEST := chromium
 # Debian packages needed only to regenerate the committed demo audio
 APT_DEMO_DATA := flite fluidsynth fluid-soundfont-gm
 DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
@@ -41,6 +43,7 @@ demo: install
 	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/mpq demo
 
 test: install
+	@$(MAKE) --no-print-directory system-deps PKGS="$(APT_TEST)"
 	$(BIN)/python -m pytest
 
 lint: install
