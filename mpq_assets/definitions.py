@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from dagster import Definitions
+from dagster import Definitions, ExecutorDefinition
 
 from mpq_assets.assets import experiment_assets
 from mpq_assets.experiments import EXPERIMENTS, Experiment
@@ -12,12 +13,17 @@ from mpq_assets.resources import MpqResource
 from mpq_assets.sensors import codec_registry_sensor
 
 
-def build_definitions(experiments: Iterable[Experiment] | None = None, mpq: MpqResource | None = None) -> Definitions:
+def build_definitions(experiments: Iterable[Experiment] | None = None, mpq: MpqResource | None = None, *,
+                      executor: ExecutorDefinition | None = None,
+                      gpu_op_tags: Mapping[str, Any] | None = None) -> Definitions:
+    """One code location. Deployments pass their ``executor`` (Dask, Kubernetes) and the op tags
+    their executor reads for ``pool="gpu"`` assets; the default runs everything on this machine."""
     exps = list(EXPERIMENTS.values() if experiments is None else experiments)
     return Definitions(
-        assets=[a for e in exps for a in experiment_assets(e)],
+        assets=[a for e in exps for a in experiment_assets(e, gpu_op_tags=gpu_op_tags)],
         resources={"mpq": mpq or MpqResource()},
         sensors=[codec_registry_sensor],
+        executor=executor,
     )
 
 

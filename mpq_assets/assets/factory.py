@@ -5,7 +5,7 @@ report metadata. All rows go through the ResultsStore. Model-heavy assets carry
 ``pool="gpu"``; partitioned assets backfill as a single run so models load once.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagster import (
@@ -56,11 +56,15 @@ def _summary_metadata(s: evaluate.StepSummary) -> dict[str, Any]:
     return meta
 
 
-def experiment_assets(experiment: Experiment) -> list[AssetsDefinition]:
+def experiment_assets(experiment: Experiment, *, gpu_op_tags: Mapping[str, Any] | None = None
+                      ) -> list[AssetsDefinition]:
+    """The experiment's asset group. ``gpu_op_tags`` go on every ``pool="gpu"`` asset (a deployment's
+    executor reads them, e.g. ``dagster-k8s/config`` requesting ``nvidia.com/gpu``)."""
     name = experiment.name
     partitions = codec_bitrate_partitions(experiment.modality)
     common = dict(group_name=name, kinds={"duckdb", "python"})
     partitioned = dict(partitions_def=partitions, backfill_policy=BackfillPolicy.single_run(), **common)
+    gpu = dict(pool=GPU_POOL, op_tags=dict(gpu_op_tags or {}))
 
     @asset(key=[name, "dataset"], description=f"Item manifest of {name} ({experiment.description}); "
            "originals cached on disk.", **common)
@@ -74,7 +78,7 @@ def experiment_assets(experiment: Experiment) -> list[AssetsDefinition]:
         })
 
     # pool: neural codecs (CompressAI, HiFiC, EnCodec) run on the device like the models do
-    @asset(key=[name, "compressed"], deps=[dataset.key], pool=GPU_POOL, description=f"{name} compressed by one "
+    @asset(key=[name, "compressed"], deps=[dataset.key], **gpu, description=f"{name} compressed by one "
            "codec at one target ratio: bitstream files, cached reconstructions, achieved rates.", **partitioned)
     def compressed(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
         store, settings = mpq.store(), mpq.settings()
@@ -90,7 +94,7 @@ def experiment_assets(experiment: Experiment) -> list[AssetsDefinition]:
     assets = [dataset, compressed]
 
     if experiment.quality_metrics:
-        @asset(key=[name, "quality"], deps=[compressed.key], pool=GPU_POOL,
+        @asset(key=[name, "quality"], deps=[compressed.key], **gpu,
                description=f"Full-reference quality ({', '.join(experiment.quality_metrics)}) of each "
                "reconstruction against its original.", **partitioned)
         def quality(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
@@ -103,14 +107,14 @@ def experiment_assets(experiment: Experiment) -> list[AssetsDefinition]:
     if experiment.tasks:
         task_names = ", ".join(t.name for t in experiment.tasks)
 
-        @asset(key=[name, "reference_predictions"], deps=[dataset.key], pool=GPU_POOL,
+        @asset(key=[name, "reference_predictions"], deps=[dataset.key], **gpu,
                description=f"Task outputs ({task_names}) on the uncompressed items: the label-free reference.",
                **common)
         def reference_predictions(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
             s = evaluate.reference_predictions(experiment, mpq.store(), mpq.settings(), context.log)
             return MaterializeResult(metadata=_summary_metadata(s))
 
-        @asset(key=[name, "predictions"], deps=[compressed.key], pool=GPU_POOL,
+        @asset(key=[name, "predictions"], deps=[compressed.key], **gpu,
                description=f"Task outputs ({task_names}) on each reconstruction.", **partitioned)
         def predictions(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
             store, settings = mpq.store(), mpq.settings()
