@@ -1,4 +1,5 @@
-"""The code location: every experiment's assets, the resource, and the codec sensor."""
+"""The code location: every experiment's assets, the resource, the codec sensor, the automation sensor
+and one nightly fill schedule per experiment."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from dagster import Definitions, ExecutorDefinition
 
 from mpq_assets.assets import experiment_assets
+from mpq_assets.automation import automation_sensor, nightly_fill_schedule
 from mpq_assets.experiments import EXPERIMENTS, Experiment
 from mpq_assets.resources import MpqResource
 from mpq_assets.sensors import codec_registry_sensor
@@ -19,10 +21,12 @@ def build_definitions(experiments: Iterable[Experiment] | None = None, mpq: MpqR
     """One code location. Deployments pass their ``executor`` (Dask, Kubernetes) and the op tags
     their executor reads for ``pool="gpu"`` assets; the default runs everything on this machine."""
     exps = list(EXPERIMENTS.values() if experiments is None else experiments)
+    groups = {e.name: experiment_assets(e, gpu_op_tags=gpu_op_tags) for e in exps}
     return Definitions(
-        assets=[a for e in exps for a in experiment_assets(e, gpu_op_tags=gpu_op_tags)],
+        assets=[a for assets in groups.values() for a in assets],
         resources={"mpq": mpq or MpqResource()},
-        sensors=[codec_registry_sensor],
+        sensors=[codec_registry_sensor, automation_sensor],
+        schedules=[nightly_fill_schedule(name, assets) for name, assets in groups.items()],
         executor=executor,
     )
 

@@ -16,9 +16,11 @@ import pandas as pd
 from dagster import DagsterInstance, materialize
 
 from mpq_assets.assets import experiment_assets
+from mpq_assets.assets.factory import ANALYSES
 from mpq_assets.codecs import RATIOS, codec_names, get_codec
 from mpq_assets.experiments import EXPERIMENTS, Experiment
 from mpq_assets.partitions import codec_partitions_name, partition_key
+from mpq_assets.pipeline.analyse import reference_scores, scores_table
 from mpq_assets.resources import MpqResource
 from mpq_assets.settings import load_settings
 from mpq_assets.store import ResultsStore
@@ -46,8 +48,9 @@ def materialise_experiment(
     resources = {"mpq": resource or MpqResource()}
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the demo prints its own progress
     assets = experiment_assets(experiment)
-    whole = [a.key for a in assets if a.partitions_def is None]
+    whole = [a.key for a in assets if a.partitions_def is None and a.key.path[-1] not in ANALYSES]
     per_partition = [a.key for a in assets if a.partitions_def is not None]
+    analyses = [a.key for a in assets if a.key.path[-1] in ANALYSES]
     codecs = list(codecs) if codecs is not None else codec_names(experiment.modality)
     bitrates = list(bitrates or RATIOS)
     t0 = time.perf_counter()
@@ -65,6 +68,11 @@ def materialise_experiment(
             if not result.success:
                 say(f"  {experiment.name} {codec}@{bitrate} FAILED (see the run in the Dagster UI)")
         say(f"  {experiment.name}/{{{names}}} {codec}: {len(bitrates)} ratios ({time.perf_counter() - t0:.1f}s)")
+    t0 = time.perf_counter()
+    result = materialize(assets, selection=analyses, instance=instance, resources=resources, run_config=quiet,
+                         raise_on_error=False)
+    status = "materialised" if result.success else "FAILED (see the run in the Dagster UI)"
+    say(f"  {', '.join(k.to_user_string() for k in analyses)} {status} ({time.perf_counter() - t0:.1f}s)")
 
 
 def summary_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
@@ -114,27 +122,23 @@ def prepare_dagster_home(home: str | os.PathLike[str]) -> None:
             fh.write("telemetry:\n  enabled: false\n")
 
 
-def scores_table(store: ResultsStore, experiment: str, measures: Sequence[str] = ()) -> pd.DataFrame:
-    """codec x ratio -> achieved rate, mean quality metrics and partition task scores (``measures``: a subset)."""
-    rate = store.query("SELECT codec, bitrate, target_ratio, mean_ratio, mean_bpp, mean_kbps, missed_target "
-                       "FROM rate_summary WHERE experiment = ?", [experiment])
-    scores = store.query("SELECT codec, bitrate, measure, value FROM partition_scores WHERE experiment = ?",
-                         [experiment])
-    if rate.empty or scores.empty:
-        return pd.DataFrame()
-    if measures:
-        scores = scores[scores["measure"].isin(measures)]
-    wide = scores.pivot_table(index=["codec", "bitrate"], columns="measure", values="value").reset_index()
-    wide = wide[["codec", "bitrate", *[m for m in measures if m in wide.columns]]] if measures else wide
-    table = rate.merge(wide, on=["codec", "bitrate"], how="left").sort_values(["codec", "target_ratio"])
-    table = table.drop(columns=["target_ratio"]).dropna(axis=1, how="all")
-    return table.rename(columns={"mean_ratio": "ratio", "mean_bpp": "bpp", "mean_kbps": "kbps",
-                                 "missed_target": "missed"})
-
-
-def reference_scores(store: ResultsStore, experiment: str) -> pd.DataFrame:
-    return store.query("SELECT task, metric, value, n, model FROM task_scores WHERE experiment = ? AND "
-                       "codec = 'reference' AND item_id IS NULL ORDER BY task, metric", [experiment])
+def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str] = ()) -> dict[str, pd.DataFrame]:
+    """The demo's short view of the analyses: BD-rate / 95%-kept ratio on headline task measures and
+    the best quality predictor of each task measure (partition level, Spearman)."""
+    curves = store.query("SELECT codec, measure, points, bd_rate, coalesce(bd_rate_note, '') AS bd_note, "
+                         "kept_ratio, coalesce(kept_note, '') AS kept_note FROM rate_curves WHERE experiment = ? "
+                         "AND kind = 'task' ORDER BY measure, codec", [experiment])
+    if headline:
+        curves = curves[curves["measure"].isin(headline)]
+    best = store.query("SELECT task || '.' || task_metric AS task_measure, quality_metric AS best_predictor, r, "
+                       "ci_low, ci_high, n FROM correlation_ranking WHERE experiment = ? AND level = 'partition' "
+                       "AND method = 'spearman' AND rank = 1 ORDER BY task_measure", [experiment])
+    tables = {}
+    if len(curves):
+        tables["BD-rate (%, vs the anchor codec) and highest ratio keeping 95% of the reference score"] = curves
+    if len(best):
+        tables["best quality predictor per task measure (Spearman r over codec x ratio means, 95% CI)"] = best
+    return tables
 
 
 def run_demo(
@@ -182,8 +186,13 @@ def run_demo(
             say(f"\n{name}: achieved rate, mean quality and task scores per codec x target ratio "
                 "(*_ref, agreement, kl: vs the task's output on the uncompressed item; others vs labels)")
             say(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        for title, frame in analysis_tables(store, name, EXPERIMENTS[name].headline).items():
+            say(f"\n{name}: {title}")
+            say(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=70))
     failures = store.query("SELECT experiment, stage, codec, bitrate, item_id, error FROM failures")
     say(f"\nfailures recorded: {len(failures)}")
     if len(failures):
         say(failures.to_string(index=False, max_colwidth=80))
     say(f"\nQuery the results: mpq query \"SELECT * FROM rate_summary\"  (or duckdb -readonly {settings.db_path})")
+    report = settings.reports_dir / "index.html"
+    say(f"HTML report: {report}" if report.exists() else "HTML report: not written (no experiment finished)")

@@ -2,23 +2,38 @@
 
 Partitions are added through ``SensorResult(dynamic_partitions_requests=...)``,
 never by mutating the instance, so every change is visible in the sensor's
-history in the UI.
+history in the UI. A codec joins once it can run here: its libraries are
+installed and, for neural codecs, its weights are cached. A codec whose
+weights arrive later (``mpq models pull``) joins on the next tick, and the
+automation conditions then backfill its partitions.
 """
 
+from collections.abc import Callable
 
 from dagster import AddDynamicPartitionsRequest, DefaultSensorStatus, SensorEvaluationContext, SensorResult, sensor
 
-from mpq_assets.codecs import codec_names
+from mpq_assets.codecs import codec_names, get_codec
 from mpq_assets.codecs.base import MODALITIES
 from mpq_assets.partitions import codec_partitions_name
 
 
-def missing_codec_partitions(existing: dict[str, list[str]]) -> list[AddDynamicPartitionsRequest]:
-    """Requests for registry codecs that ``existing`` (partitions name -> keys) lacks."""
+def not_ready_reason(name: str) -> str | None:
+    """Why a registered codec cannot run here yet (weights not cached), or None when it can."""
+    try:
+        return get_codec(name).weights_missing()
+    except Exception as exc:  # a plugin whose constructor fails stays out, with the reason in the log
+        return f"{type(exc).__name__}: {exc}"
+
+
+def missing_codec_partitions(existing: dict[str, list[str]],
+                             not_ready: Callable[[str], str | None] = lambda _: None
+                             ) -> list[AddDynamicPartitionsRequest]:
+    """Requests for registry codecs that ``existing`` (partitions name -> keys) lacks and that are ready."""
     requests = []
     for modality in MODALITIES:
         name = codec_partitions_name(modality)
-        new = [c for c in codec_names(modality) if c not in set(existing.get(name, []))]
+        have = set(existing.get(name, []))
+        new = [c for c in codec_names(modality) if c not in have and not_ready(c) is None]
         if new:
             requests.append(AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=new))
     return requests
@@ -28,16 +43,28 @@ def missing_codec_partitions(existing: dict[str, list[str]]) -> list[AddDynamicP
     name="codec_registry_sensor",
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Adds codecs from the registry (built-ins + mpq.codecs entry points) as codec partitions.",
+    description="Adds codecs from the registry (built-ins + mpq.codecs entry points) as codec partitions once "
+    "they can run here (neural codecs: when their weights are cached).",
 )
 def codec_registry_sensor(context: SensorEvaluationContext) -> SensorResult:
     existing = {
         codec_partitions_name(m): list(context.instance.get_dynamic_partitions(codec_partitions_name(m)))
         for m in MODALITIES
     }
-    requests = missing_codec_partitions(existing)
+    reasons: dict[str, str] = {}
+
+    def not_ready(codec: str) -> str | None:
+        reason = not_ready_reason(codec)
+        if reason:
+            reasons[codec] = reason
+        return reason
+
+    requests = missing_codec_partitions(existing, not_ready)
+    for codec, reason in reasons.items():
+        context.log.info("codec %s waits for: %s", codec, reason.splitlines()[0])
     if not requests:
-        return SensorResult(skip_reason="every registered codec already has partitions")
+        waiting = f"; waiting for {', '.join(reasons)} (see the log)" if reasons else ""
+        return SensorResult(skip_reason=f"every ready codec already has partitions{waiting}")
     for r in requests:
         context.log.info("adding %s to %s", list(r.partition_keys), r.partitions_def_name)
     return SensorResult(dynamic_partitions_requests=requests)

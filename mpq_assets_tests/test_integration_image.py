@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mpq_assets.demo import scores_table
+from mpq_assets.pipeline.analyse import scores_table
 from mpq_assets.experiments import EXPERIMENTS
 
 EXP = EXPERIMENTS["demo_images"]

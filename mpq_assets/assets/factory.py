@@ -17,14 +17,29 @@ from dagster import (
     asset,
 )
 
+from mpq_assets.analysis import png_markdown
+from mpq_assets.automation import analysis_condition, follow_condition, sweep_condition
 from mpq_assets.experiments import Experiment
 from mpq_assets.partitions import codec_bitrate_partitions, split_key
-from mpq_assets.pipeline import evaluate
+from mpq_assets.pipeline import analyse, evaluate
 from mpq_assets.pipeline.compress import compress_partition
 from mpq_assets.pipeline.ingest import ingest
 from mpq_assets.resources import MpqResource
 
 GPU_POOL = "gpu"
+ANALYSES = ("rate_curves", "correlations", "report")  # unpartitioned, computed over every partition
+
+
+def _markdown_table(frame: Any, limit: int = 40) -> MetadataValue:
+    if frame is None or frame.empty:
+        return MetadataValue.md("(no rows)")
+    shown = frame.head(limit)
+    more = f"\n\n({len(frame) - limit} more rows in DuckDB)" if len(frame) > limit else ""
+    return MetadataValue.md(shown.to_markdown(index=False, floatfmt=".4g") + more)
+
+
+def _figure_metadata(figs: dict[str, bytes]) -> dict[str, Any]:
+    return {f"plot_{name}": MetadataValue.md(png_markdown(png, name)) for name, png in figs.items()}
 
 
 def _round(value: float | None, digits: int = 3) -> float:
@@ -63,7 +78,8 @@ def experiment_assets(experiment: Experiment, *, gpu_op_tags: Mapping[str, Any] 
     name = experiment.name
     partitions = codec_bitrate_partitions(experiment.modality)
     common = dict(group_name=name, kinds={"duckdb", "python"})
-    partitioned = dict(partitions_def=partitions, backfill_policy=BackfillPolicy.single_run(), **common)
+    partitioned = dict(partitions_def=partitions, backfill_policy=BackfillPolicy.single_run(),
+                       automation_condition=sweep_condition(), **common)
     gpu = dict(pool=GPU_POOL, op_tags=dict(gpu_op_tags or {}))
 
     @asset(key=[name, "dataset"], description=f"Item manifest of {name} ({experiment.description}); "
@@ -107,7 +123,7 @@ def experiment_assets(experiment: Experiment, *, gpu_op_tags: Mapping[str, Any] 
     if experiment.tasks:
         task_names = ", ".join(t.name for t in experiment.tasks)
 
-        @asset(key=[name, "reference_predictions"], deps=[dataset.key], **gpu,
+        @asset(key=[name, "reference_predictions"], deps=[dataset.key], **gpu, automation_condition=follow_condition(),
                description=f"Task outputs ({task_names}) on the uncompressed items: the label-free reference.",
                **common)
         def reference_predictions(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
@@ -130,4 +146,52 @@ def experiment_assets(experiment: Experiment, *, gpu_op_tags: Mapping[str, Any] 
 
         assets += [reference_predictions, predictions, task_scores]
 
-    return assets
+    return assets + analysis_assets(experiment, assets)
+
+
+def analysis_assets(experiment: Experiment, sweep: list[AssetsDefinition]) -> list[AssetsDefinition]:
+    """rate_curves, correlations (when the experiment has tasks and quality metrics) and the HTML report."""
+    name = experiment.name
+    keys = {a.key.path[-1]: a.key for a in sweep}
+    common = dict(group_name=name, kinds={"duckdb", "python"}, automation_condition=analysis_condition())
+    measured = [keys[k] for k in ("compressed", "quality", "task_scores") if k in keys]
+
+    @asset(key=[name, "rate_curves"], deps=measured, description=f"BD-rate of each {name} codec against the "
+           "anchor (JPEG / MP3) on task and quality measures, and the highest ratio keeping 95% of the "
+           "reference task score; plots of task score vs achieved rate.", **common)
+    def rate_curves(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
+        store = mpq.store()
+        table = analyse.rate_curves(experiment, store)
+        figs = {k: v for k, v in analyse.figures(experiment, store).items() if k.startswith("rate_")}
+        shown = table[["codec", "measure", "points", "bd_rate", "bd_rate_note", "kept_ratio", "kept_note"]]
+        return MaterializeResult(metadata={"rows": len(table), "codecs": int(table["codec"].nunique()),
+                                           "bd_rates": _markdown_table(shown), **_figure_metadata(figs)})
+
+    analyses = [rate_curves]
+    if experiment.tasks and experiment.quality_metrics:
+        @asset(key=[name, "correlations"], deps=measured, description="Pearson, Spearman and Kendall "
+               "correlation (bootstrap 95% CI, n) of every task metric with every quality metric, across "
+               "codec x ratio partitions and across items, and which quality metric predicts each task best.",
+               **common)
+        def correlations(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
+            store = mpq.store()
+            table, ranking = analyse.correlations(experiment, store)
+            figs = {k: v for k, v in analyse.figures(experiment, store).items() if not k.startswith("rate_")}
+            best = ranking[ranking["rank"] == 1] if len(ranking) else ranking
+            cols = ["level", "task", "task_metric", "method", "quality_metric", "r", "ci_low", "ci_high", "n"]
+            return MaterializeResult(metadata={"rows": len(table),
+                                               "best_predictors": _markdown_table(best[cols] if len(best) else best),
+                                               **_figure_metadata(figs)})
+
+        analyses.append(correlations)
+
+    @asset(key=[name, "report"], deps=[a.key for a in analyses], description=f"Static HTML report of {name} "
+           "(tables and plots) under the reports folder (data/reports/ by default).",
+           group_name=name, kinds={"html"}, automation_condition=follow_condition())
+    def report(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
+        path = analyse.write_report(experiment, mpq.store(), mpq.settings().reports_dir)
+        context.log.info("report written to %s", path)
+        return MaterializeResult(metadata={"path": MetadataValue.path(str(path)),
+                                           "index": MetadataValue.path(str(path.parent / "index.html"))})
+
+    return [*analyses, report]

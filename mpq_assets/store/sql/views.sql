@@ -51,3 +51,22 @@ UNION ALL
 SELECT experiment, codec, bitrate, 'task' AS kind, task || '.' || metric AS measure, value, n
 FROM task_scores
 WHERE item_id IS NULL;
+
+-- Rate vs task: every partition's task scores beside its achieved rate and the score on the
+-- uncompressed items (relative_to_reference = value / reference_value).
+CREATE OR REPLACE VIEW rate_task AS
+SELECT r.experiment, r.codec, r.bitrate, r.target_ratio, r.mean_ratio, r.mean_bpp, r.mean_kbps, r.missed_target,
+       t.task, t.metric, t.value, t.n, ref.value AS reference_value,
+       t.value / nullif(ref.value, 0) AS relative_to_reference, t.model
+FROM rate_summary r
+JOIN task_scores t ON t.experiment = r.experiment AND t.codec = r.codec AND t.bitrate = r.bitrate
+                  AND t.item_id IS NULL
+LEFT JOIN task_scores ref ON ref.experiment = t.experiment AND ref.codec = 'reference' AND ref.item_id IS NULL
+                         AND ref.task = t.task AND ref.metric = t.metric;
+
+-- Correlations ranked: rank 1 is the quality metric that best predicts the task metric (largest |r|).
+CREATE OR REPLACE VIEW correlation_ranking AS
+SELECT *, abs(r) AS abs_r,
+       row_number() OVER (PARTITION BY experiment, level, task, task_metric, method
+                          ORDER BY abs(r) DESC NULLS LAST, quality_metric) AS rank
+FROM correlations;
