@@ -54,6 +54,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
     from dagster import DagsterInstance, materialize
 
     from mpq_assets.assets import experiment_assets
+    from mpq_assets.assets.factory import ANALYSES
     from mpq_assets.demo import ensure_codec_partitions
     from mpq_assets.experiments import EXPERIMENTS
     from mpq_assets.partitions import partition_key
@@ -69,8 +70,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
             if name in DEMO_METRICS:
                 exp = dataclasses.replace(exp, quality_metrics=DEMO_METRICS[name])
             assets = experiment_assets(exp)
-            whole = [a.key for a in assets if a.partitions_def is None]
+            whole = [a.key for a in assets if a.partitions_def is None and a.key.path[-1] not in ANALYSES]
             partitioned = [a.key for a in assets if a.partitions_def is not None]
+            analyses = [a.key for a in assets if a.key.path[-1] in ANALYSES]
             assert materialize(assets, selection=whole, instance=instance, resources={"mpq": resource}).success
             ensure_codec_partitions(instance, exp, [c for c, _ in parts])
             for codec, bitrate in parts:
@@ -78,4 +80,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
                                 partition_key=partition_key(codec, bitrate), resources={"mpq": resource})
                 assert r.success
                 results[(name, codec, bitrate)] = r
+            r = materialize(assets, selection=analyses, instance=instance, resources={"mpq": resource})
+            assert r.success
+            results[(name, "analyses", "all")] = r  # the unpartitioned analyses, after the partitions
         yield settings, ResultsStore(settings.db_path), instance, results

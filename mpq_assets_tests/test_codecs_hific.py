@@ -312,3 +312,11 @@ def test_damaged_containers_fail_with_codec_errors():
         codec.encode(image.astype(np.float32), "low")
     with pytest.raises(CodecError, match="unknown regime"):
         codec.encode(image, "high")
+
+
+def test_hific_lo_is_registered_with_the_low_regime_only() -> None:
+    from mpq_assets.codecs import codec_names, get_codec
+
+    assert {"hific", "hific-lo"} <= set(codec_names("image"))
+    codec = get_codec("hific-lo")
+    assert isinstance(codec, HiFiCLo) and codec.ladder(np.zeros((8, 8, 3), np.uint8)) == ["low"]

@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 
 from mpq_assets.codecs.audio_av import Aac, Mp3, Opus
 from mpq_assets.codecs.base import Codec, Modality
-from mpq_assets.codecs.hific import HiFiC
+from mpq_assets.codecs.hific import HiFiC, HiFiCLo
 from mpq_assets.codecs.image_pillow import Avif, Jpeg, JpegXl, WebP
 from mpq_assets.codecs.neural_audio import Encodec24, Encodec48
 from mpq_assets.codecs.neural_image import Cheng2020Anchor, Mbt2018
@@ -31,6 +31,7 @@ BUILTIN_CODECS: dict[str, type[Codec]] = {
     "mbt2018": Mbt2018,
     "cheng2020-anchor": Cheng2020Anchor,
     "hific": HiFiC,
+    "hific-lo": HiFiCLo,  # the paper's fixed HiFiC-low setting
     "mp3": Mp3,
     "opus": Opus,
     "aac": Aac,
