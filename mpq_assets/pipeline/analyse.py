@@ -121,12 +121,12 @@ def correlations(experiment: Experiment, store: ResultsStore, *, n_boot: int = 1
 
 def _kept(measure: str, higher: bool, ratios: np.ndarray, values: np.ndarray,
           reference: float | None) -> tuple[float | None, str | None]:
+    metric = measure.partition(".")[2]
+    if not higher and metric not in ERROR_RATES:
+        return None, f"{metric} is lower-is-better without a bounded complement: no 'share of reference kept'"
     if reference is None or not np.isfinite(reference):
         return None, "no score on the uncompressed items (reference_predictions / task_scores 'reference')"
-    metric = measure.partition(".")[2]
     if not higher:
-        if metric not in ERROR_RATES:
-            return None, f"{metric} is lower-is-better without a bounded complement: no 'share of reference kept'"
         values, reference = 1.0 - values, 1.0 - reference  # word/character accuracy
     if reference <= 0:
         return None, f"reference score is {reference:g}: a share of it is meaningless"
