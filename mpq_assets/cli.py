@@ -68,6 +68,26 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from mpq_assets.store.spool import merge_spool
+
+    settings = load_settings()
+    spool = Path(args.spool) if args.spool else settings.spool_dir
+    if spool is None:
+        print("no spool directory: set MPQ_SPOOL_DIR or pass --spool DIR", file=sys.stderr)
+        return 2
+    store = ResultsStore(Path(args.db) if args.db else settings.db_path, lock_timeout_s=settings.lock_timeout_s)
+    summary = merge_spool(store, spool, max_units=args.max_units, keep_merged=not args.delete_merged)
+    for name in summary.merged:
+        print(f"merged   {name}")
+    for name in summary.already_applied:
+        print(f"applied  {name} (committed before; moved now)")
+    for _name, reason in summary.failed:
+        print(f"FAILED   {reason}  [moved to {spool / 'failed'}]", file=sys.stderr)
+    print(f"{summary.describe()} into {store.path}")
+    return 1 if summary.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpq", description="Machine perceptual quality platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=["table", "csv", "parquet"], default="table")
     query.add_argument("--output", help="file for csv/parquet output")
     query.set_defaults(func=_cmd_query)
+    merge = sub.add_parser("merge", help="apply spooled result units (MPQ_SPOOL_DIR) to DuckDB: run as the only "
+                           "writer (docs/scale_out.md)")
+    merge.add_argument("--spool", help="spool directory (default: MPQ_SPOOL_DIR)")
+    merge.add_argument("--db", help="DuckDB file (default: settings)")
+    merge.add_argument("--max-units", type=int, help="stop after this many units (the rest waits)")
+    merge.add_argument("--delete-merged", action="store_true", help="delete merged units instead of keeping them "
+                       "under <spool>/merged/")
+    merge.set_defaults(func=_cmd_merge)
     return parser
 
 

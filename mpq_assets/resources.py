@@ -11,13 +11,15 @@ from mpq_assets.store import ResultsStore
 class MpqResource(ConfigurableResource):
     """Where results go and which device runs models.
 
-    Empty fields fall back to the environment (``MPQ_HOME``, ``MPQ_DB``, ``MPQ_DEVICE``).
+    Empty fields fall back to the environment (``MPQ_HOME``, ``MPQ_DB``, ``MPQ_DEVICE``, ``MPQ_SPOOL_DIR``).
     ``device``: ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:1``, ...
+    ``spool_dir``: spool mode, for workers without a disk DuckDB can lock (docs/scale_out.md).
     """
 
     home: str = ""
     db_path: str = ""
     device: str = ""
+    spool_dir: str = ""
 
     def settings(self) -> Settings:
         import os
@@ -31,9 +33,11 @@ class MpqResource(ConfigurableResource):
             env["MPQ_DB"] = self.db_path
         if self.device:
             env["MPQ_DEVICE"] = self.device
+        if self.spool_dir:
+            env["MPQ_SPOOL_DIR"] = self.spool_dir
         return load_settings(env)
 
     def store(self) -> ResultsStore:
         s = self.settings()
         s.ensure_dirs()
-        return ResultsStore(s.db_path, lock_timeout_s=s.lock_timeout_s)
+        return ResultsStore(s.db_path, lock_timeout_s=s.lock_timeout_s, spool_dir=s.spool_dir)

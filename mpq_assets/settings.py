@@ -13,6 +13,7 @@ same code runs in the demo, in tests (temp dirs) and on a cluster:
 | ``MPQ_DEVICE``  | ``auto``                   | ``auto`` (cuda > mps > cpu), or a torch device |
 | ``MPQ_OFFLINE`` | ``0``                      | ``1``: never try a model hub              |
 | ``MPQ_LOCK_TIMEOUT_S`` | ``120``             | how long a writer waits for the DuckDB lock |
+| ``MPQ_SPOOL_DIR`` | unset                    | spool mode: writes become Parquet units, ``mpq merge`` applies them |
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Settings:
     device: str
     offline: bool
     lock_timeout_s: float
+    spool_dir: Path | None = None  # set: results are spooled as Parquet units (docs/scale_out.md)
 
     @property
     def reports_dir(self) -> Path:
@@ -58,4 +60,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         device=env.get("MPQ_DEVICE", "auto").strip() or "auto",
         offline=env.get("MPQ_OFFLINE", "0").strip().lower() in _TRUE,
         lock_timeout_s=float(env.get("MPQ_LOCK_TIMEOUT_S", "120")),
+        spool_dir=Path(env["MPQ_SPOOL_DIR"]).expanduser().resolve() if env.get("MPQ_SPOOL_DIR") else None,
     )

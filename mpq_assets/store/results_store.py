@@ -15,16 +15,17 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # table -> the columns that identify one partition of it
 PARTITION_KEYS: dict[str, tuple[str, ...]] = {
@@ -35,6 +36,7 @@ PARTITION_KEYS: dict[str, tuple[str, ...]] = {
     "predictions": ("experiment", "codec", "bitrate", "task"),
     "task_scores": ("experiment", "codec", "bitrate", "task"),
     "correlations": ("experiment",),
+    "rate_curves": ("experiment",),
 }
 _MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
@@ -88,23 +90,33 @@ def lock_holder(message: str) -> str:
 
 
 class ResultsStore:
-    """Schema owner and single writer of one DuckDB file."""
+    """Schema owner and single writer of one DuckDB file.
 
-    def __init__(self, path: str | Path, *, lock_timeout_s: float = 120.0, max_backoff_s: float = 1.0) -> None:
+    With ``spool_dir`` (spool mode, for workers that do not share a disk DuckDB can lock) writes become
+    Parquet units in that folder and never open the file; ``merge_spool`` applies them (see ``spool.py``).
+    """
+
+    def __init__(self, path: str | Path, *, lock_timeout_s: float = 120.0, max_backoff_s: float = 1.0,
+                 spool_dir: str | Path | None = None) -> None:
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
         self.max_backoff_s = max_backoff_s
+        self.spool_dir = Path(spool_dir) if spool_dir else None
         self._columns: dict[str, list[str]] = {}
 
     # -- connections -------------------------------------------------------------
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        return self._retry_on_lock(lambda: duckdb.connect(str(self.path), read_only=read_only))
+
+    def _retry_on_lock(self, open_: Callable[[], T]) -> T:
+        """``open_()`` until DuckDB stops refusing it for the file lock (jittered backoff, then a clear error)."""
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.01
         attempt = 0
         while True:
             attempt += 1
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return open_()
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
                 if not _is_lock_error(exc):
                     raise
@@ -130,7 +142,15 @@ class ResultsStore:
 
     @contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection (the schema is created first if the file is new)."""
+        """A read-only connection (the schema is created first if the file is new).
+
+        In spool mode: the file, read-only, with the pending spool units laid over it (read your writes)."""
+        if self.spool_dir is not None:
+            from mpq_assets.store.spool import overlay_connection
+
+            with overlay_connection(self) as con:
+                yield con
+            return
         if not self.path.exists():
             self.initialise()
         with _process_lock(self.path):
@@ -201,26 +221,43 @@ class ResultsStore:
         Each write deletes the partition's old rows and inserts the new ones, so a
         re-materialisation gives the same row count and a failure leaves the old
         rows untouched. Returns the number of rows inserted.
+
+        In spool mode the call becomes one Parquet unit in ``spool_dir`` (DuckDB is not opened) and the
+        rows reach the file when ``merge_spool`` applies the unit, with these same semantics.
         """
-        inserted = 0
+        if self.spool_dir is not None:
+            from mpq_assets.store.spool import _ensure_columns, write_unit
+
+            _ensure_columns(self)
+            prepared = [(t, k, self._prepare(t, k, r)) for t, k, r in writes]
+            write_unit(self.spool_dir, prepared)
+            return sum(len(f) for _, _, f in prepared)
         with self._writer() as con:
             prepared = [(t, k, self._prepare(t, k, r)) for t, k, r in writes]
             con.execute("BEGIN TRANSACTION")
             try:
-                for i, (table, keys, frame) in enumerate(prepared):
-                    where = " AND ".join(f'"{c}" = ?' for c in keys)
-                    con.execute(f'DELETE FROM "{table}" WHERE {where}', list(keys.values()))
-                    if len(frame):
-                        view = f"_mpq_rows_{i}"
-                        con.register(view, frame)
-                        cols = ", ".join(f'"{c}"' for c in frame.columns)
-                        con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM {view}')
-                        con.unregister(view)
-                        inserted += len(frame)
+                inserted = self._apply(con, prepared)
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
                 raise
+        return inserted
+
+    @staticmethod
+    def _apply(con: duckdb.DuckDBPyConnection, prepared: Sequence[tuple[str, Mapping[str, Any], pd.DataFrame]]
+               ) -> int:
+        """Delete each partition's rows and insert the new ones, inside the caller's transaction."""
+        inserted = 0
+        for i, (table, keys, frame) in enumerate(prepared):
+            where = " AND ".join(f'"{c}" = ?' for c in keys)
+            con.execute(f'DELETE FROM "{table}" WHERE {where}', list(keys.values()))
+            if len(frame):
+                view = f"_mpq_rows_{i}"
+                con.register(view, frame)
+                cols = ", ".join(f'"{c}"' for c in frame.columns)
+                con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM {view}')
+                con.unregister(view)
+                inserted += len(frame)
         return inserted
 
     def replace_partition(self, table: str, keys: Mapping[str, Any], rows: pd.DataFrame) -> int:
