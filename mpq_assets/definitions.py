@@ -10,6 +10,7 @@ from dagster import Definitions, ExecutorDefinition
 
 from mpq_assets.assets import experiment_assets
 from mpq_assets.automation import automation_sensor, nightly_fill_schedule
+from mpq_assets.deploy import spool_merge_sensor
 from mpq_assets.experiments import EXPERIMENTS, Experiment
 from mpq_assets.resources import MpqResource
 from mpq_assets.sensors import codec_registry_sensor
@@ -25,7 +26,7 @@ def build_definitions(experiments: Iterable[Experiment] | None = None, mpq: MpqR
     return Definitions(
         assets=[a for assets in groups.values() for a in assets],
         resources={"mpq": mpq or MpqResource()},
-        sensors=[codec_registry_sensor, automation_sensor],
+        sensors=[codec_registry_sensor, automation_sensor, spool_merge_sensor()],
         schedules=[nightly_fill_schedule(name, assets) for name, assets in groups.items()],
         executor=executor,
     )
