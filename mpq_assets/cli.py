@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--delete-merged", action="store_true", help="delete merged units instead of keeping them "
                        "under <spool>/merged/")
     merge.set_defaults(func=_cmd_merge)
+    from mpq_assets import bench as bench_cli
+
+    bench = sub.add_parser("bench", help="time the platform against a hand-written loop on identical work and "
+                           "check both give the same numbers (docs/performance.md)")
+    bench_cli.add_arguments(bench)
+    bench.set_defaults(func=bench_cli.run)
     return parser
 
 

@@ -219,6 +219,7 @@ class Mp3(Codec):
 
     name: ClassVar[str] = "mp3"
     modality: ClassVar[Modality] = "audio"
+    parallel_encode: ClassVar[bool] = True
     extension: ClassVar[str] = ".mp3"
     description: ClassVar[str] = "CBR kbps ladder 8-320, libmp3lame; resamples to 8-48 kHz at low rates"
 
@@ -311,6 +312,7 @@ class Opus(Codec):
 
     name: ClassVar[str] = "opus"
     modality: ClassVar[Modality] = "audio"
+    parallel_encode: ClassVar[bool] = True
     extension: ClassVar[str] = ".opus"
     description: ClassVar[str] = "hard-CBR kbps ladder 6-256 per channel, libopus in Ogg; 8-48 kHz input"
 
@@ -376,6 +378,7 @@ class Aac(Codec):
 
     name: ClassVar[str] = "aac"
     modality: ClassVar[Modality] = "audio"
+    parallel_encode: ClassVar[bool] = True
     extension: ClassVar[str] = ".m4a"
     description: ClassVar[str] = "ABR kbps ladder 8-256 per channel, FFmpeg aac in MP4; resamples to 8-48 kHz"
 

@@ -3,8 +3,14 @@
 A codec turns an item into a bitstream and back. Rate control is shared: a codec
 lists its settings as a *ladder* ordered from lowest to highest rate, and the
 default :meth:`Codec.encode_to_budget` picks the highest rung whose bitstream
-fits the item's byte budget (bisection; see ``rate_control``). Codecs with a
-closed-form choice may override it.
+fits the item's byte budget (see ``rate_control``). Codecs with a closed-form
+choice may override it.
+
+Several target ratios of one item (:meth:`Codec.encode_to_budgets`) share their
+encodes, and several items can go through a model together
+(:meth:`Codec.encode_batch` / :meth:`Codec.decode_batch`, per item by default;
+the neural codecs batch items of one padded shape). A batched call must give
+the same bytes as the per-item calls.
 """
 
 from __future__ import annotations
@@ -31,12 +37,17 @@ class CodecError(RuntimeError):
 
 @dataclass(frozen=True)
 class Encoded:
-    """One item's bitstream at the setting rate control chose."""
+    """One item's bitstream at the setting rate control chose.
+
+    ``trials``: encodes this search made (an encode shared with an earlier budget of the same item counts
+    once, for the first budget that needed it); ``seconds``: their time, when the search measured it.
+    """
 
     data: bytes
     setting: str
     rate_met: bool
     trials: int
+    seconds: float | None = None
 
 
 class Codec(ABC):
@@ -54,6 +65,11 @@ class Codec(ABC):
     description: ClassVar[str]
 
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules this codec needs
+    # encoding is plain CPU work on picklable objects (no model, no device): ``compressed`` may spread items over
+    # worker processes, one per core. Codecs that hold models leave this False and batch on the device instead.
+    parallel_encode: ClassVar[bool] = False
+    # encode_batch / decode_batch really batch (a model): ``compressed`` then hands items over in groups
+    batched: ClassVar[bool] = False
 
     @classmethod
     def available(cls) -> bool:
@@ -91,6 +107,33 @@ class Codec(ABC):
         from mpq_assets.codecs.rate_control import fit_ladder
 
         return fit_ladder(self, item, budget_bytes)
+
+    def encode_to_budgets(self, item: Item, budgets: Sequence[int]) -> list[Encoded]:
+        """:meth:`encode_to_budget` for several budgets of one item (e.g. every target ratio), in input order.
+
+        With the shared ladder search the budgets reuse each other's encodes; a codec
+        with its own ``encode_to_budget`` gets one call per budget unless it overrides this too.
+        """
+        if type(self).encode_to_budget is not Codec.encode_to_budget:
+            return [self.encode_to_budget(item, b) for b in budgets]
+        from mpq_assets.codecs.rate_control import fit_ladder_many
+
+        return fit_ladder_many(self, item, budgets)
+
+    def encode_to_budgets_batch(self, items: Sequence[Item], budgets: Sequence[Sequence[int]]) -> list[list[Encoded]]:
+        """:meth:`encode_to_budgets` for several items (``budgets[i]`` are item i's); batched codecs override it.
+
+        Raises if any item fails; callers then retry item by item to isolate it.
+        """
+        return [self.encode_to_budgets(item, b) for item, b in zip(items, budgets, strict=True)]
+
+    def encode_batch(self, items: Sequence[Item], setting: Any) -> list[bytes]:
+        """Encode several items at one setting: the same bytes as ``[encode(i, setting) for i in items]``."""
+        return [self.encode(item, setting) for item in items]
+
+    def decode_batch(self, data: Sequence[bytes], like: Sequence[Item]) -> list[Item]:
+        """Decode several bitstreams: the same items as ``decode`` one by one."""
+        return [self.decode(d, item) for d, item in zip(data, like, strict=True)]
 
     @classmethod
     def validate(cls) -> None:

@@ -21,33 +21,40 @@ randomly initialised models with :meth:`HiFiC.from_models`.
 
 Determinism: decode on the same device type and software stack that encoded
 (the tables and the table-selecting hyper-synthesis always run on the CPU).
+Items go through the model one at a time: batched convolutions of the encoder
+and generator differ from single-item ones by up to 2.5e-6 on CPU, which moved
+2 of 15000 decoded pixels by one level in a test, so a batched file or image
+would depend on its batch companions (``neural_image``'s docstring, "Batching").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from mpq_assets.codecs.base import Codec, CodecError, Encoded, Item, Modality
-from mpq_assets.codecs.hific_model import (
-    HIFIC_REGIMES,
-    HiFiCBitstream,
-    HiFiCCoder,
-    HiFiCModel,
-    ensure_hific_weights,
-    load_hific_model,
-    missing_weights_message,
-    pad_to_stride,
-    padded_size,
-)
 from mpq_assets.weights import ModelNotAvailableError
+
+if TYPE_CHECKING:
+    import torch
+
+    from mpq_assets.codecs.hific_model import HiFiCCoder, HiFiCModel
 
 MAGIC = b"MPQH"  # MPQ container, HiFiC layout
 VERSION = 1
+# = hific_model.HIFIC_REGIMES (a test checks it); not imported from there because that module imports torch,
+# and the codec registry (so every worker process that only runs Pillow or FFmpeg) imports this one
+HIFIC_REGIMES: tuple[str, ...] = ("low", "med", "high")
+
+
+def _model_module() -> ModuleType:
+    from mpq_assets.codecs import hific_model
+
+    return hific_model
 
 
 @dataclass(frozen=True)
@@ -161,13 +168,13 @@ class HiFiC(Codec):
         codec = cls()
         codec._injected = True
         codec._regimes = tuple(r for r in HIFIC_REGIMES if r in models)
-        codec._coders = {regime: HiFiCCoder(models[regime]) for regime in codec._regimes}
+        codec._coders = {regime: _model_module().HiFiCCoder(models[regime]) for regime in codec._regimes}
         return codec
 
     def weights_missing(self) -> str | None:
         if self._injected:
             return None
-        return missing_weights_message(self._regimes)
+        return _model_module().missing_weights_message(self._regimes)
 
     def ladder(self, item: Item) -> Sequence[str]:
         return list(self._regimes)
@@ -181,8 +188,9 @@ class HiFiC(Codec):
         if regime not in self._coders:
             from mpq_assets.device import resolve_device
 
-            path = ensure_hific_weights(regime)  # ModelNotAvailableError with instructions if absent
-            self._coders[regime] = HiFiCCoder(load_hific_model(path, resolve_device(self._device)))
+            hm = _model_module()
+            path = hm.ensure_hific_weights(regime)  # ModelNotAvailableError with instructions if absent
+            self._coders[regime] = hm.HiFiCCoder(hm.load_hific_model(path, resolve_device(self._device)))
         return self._coders[regime]
 
     def encode_to_budget(self, item: Item, budget_bytes: int) -> Encoded:
@@ -192,16 +200,27 @@ class HiFiC(Codec):
         return super().encode_to_budget(item, budget_bytes)
 
     def encode(self, item: Item, setting: Any) -> bytes:
+        import torch
+
         image = _as_image(item, self.name)
         regime = str(setting)
         coder = self._coder(regime)
         h, w = image.shape[:2]
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
-        bits = coder.compress(pad_to_stride(x))
+        bits = coder.compress(_model_module().pad_to_stride(x))
         return pack_container(Container(
             codec=self.name, setting=regime, height=h, width=w,
             shapes=(bits.z_shape, bits.y_shape), strings=(bits.z_string, bits.y_string),
         ))
+
+    def encode_to_budgets(self, item: Item, budgets: Sequence[int]) -> list[Encoded]:
+        """The shared ladder search over every budget of one item (each regime encoded at most once)."""
+        message = self.weights_missing()
+        if message:
+            raise ModelNotAvailableError(message)
+        from mpq_assets.codecs.rate_control import fit_ladder_many
+
+        return fit_ladder_many(self, item, budgets)
 
     def decode(self, data: bytes, like: Item) -> Item:
         box = unpack_container(data)
@@ -209,12 +228,13 @@ class HiFiC(Codec):
             raise CodecError(f"{self.name}: this .mpqc file was written by codec {box.codec!r}")
         if len(box.shapes) != 2 or len(box.strings) != 2 or any(len(s) != 3 for s in box.shapes):
             raise CodecError(f"{self.name}: expected 2 tensors (z, y) in the container, got {len(box.shapes)}")
-        expected_y = (padded_size(box.height) // 16, padded_size(box.width) // 16)
+        hm = _model_module()
+        expected_y = (hm.padded_size(box.height) // 16, hm.padded_size(box.width) // 16)
         if tuple(box.shapes[1][1:]) != expected_y or tuple(box.shapes[0][1:]) != tuple(d // 4 for d in expected_y):
             raise CodecError(f"{self.name}: latent shapes {box.shapes} do not fit a {box.height}x{box.width} image")
         coder = self._coder(box.setting)
         try:
-            padded = coder.decompress(HiFiCBitstream(box.strings[0], box.strings[1], box.shapes[0], box.shapes[1]))
+            padded = coder.decompress(hm.HiFiCBitstream(box.strings[0], box.strings[1], box.shapes[0], box.shapes[1]))
         except ValueError as exc:
             raise CodecError(f"{self.name}: {exc}") from exc
         out = to_uint8(padded[0, :, :box.height, :box.width])
@@ -233,6 +253,8 @@ class HiFiCLo(HiFiC):
 
 def to_uint8(chw: torch.Tensor) -> np.ndarray:
     """(3, H, W) in [0, 1] -> (H, W, 3) uint8, rounded."""
+    import torch
+
     return (chw.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 

@@ -21,9 +21,18 @@ class PillowImageCodec(Codec):
     """Shared encode/decode for codecs Pillow writes with a ``quality`` argument."""
 
     modality: ClassVar[Modality] = "image"
+    parallel_encode: ClassVar[bool] = True  # Pillow holds the GIL while encoding: worker processes, not threads
     pillow_format: ClassVar[str]
     qualities: ClassVar[Sequence[int]] = range(0, 101)
     options: ClassVar[dict[str, Any]] = {}
+    plugin: ClassVar[str | None] = None  # module that registers the format with Pillow when imported
+
+    def _register(self) -> None:
+        """Import the format's Pillow plugin (a worker process may not have imported it yet)."""
+        if self.plugin is not None:
+            import importlib
+
+            importlib.import_module(self.plugin)
 
     def ladder(self, item: np.ndarray) -> Sequence[int]:
         return list(self.qualities)
@@ -32,11 +41,13 @@ class PillowImageCodec(Codec):
         return f"q={setting}"
 
     def encode(self, item: np.ndarray, setting: Any) -> bytes:
+        self._register()
         buf = io.BytesIO()
         Image.fromarray(item, "RGB").save(buf, format=self.pillow_format, quality=int(setting), **self.options)
         return buf.getvalue()
 
     def decode(self, data: bytes, like: np.ndarray) -> np.ndarray:
+        self._register()
         try:
             out = decode_image_bytes(data, what=f"{self.name} bitstream")
         except MediaError as exc:
@@ -84,6 +95,7 @@ class JpegXl(PillowImageCodec):
     pillow_format = "JXL"
     qualities = range(0, 100)  # 100 asks libjxl for lossless, which this lossy ladder excludes
     options = {"effort": 3}
+    plugin = "pillow_jxl"
 
     @classmethod
     def available(cls) -> bool:

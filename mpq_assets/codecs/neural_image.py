@@ -69,7 +69,18 @@ Speed
     loaded machine the same calls took 2-8x longer (up to 8 s encode, 13 s
     decode). Time grows with the pixel count (H/16 x W/16 sequential steps).
     Rate control encodes the lowest quality, then from the highest down to the
-    first that fits: at most one encode per quality.
+    first that fits: at most one encode per quality, shared by all the target
+    ratios of an item (``encode_to_budgets``).
+
+Batching across items
+    Not done: each item goes through the model alone. Batched convolutions are
+    not bitwise equal to single-item ones on CPU (measured with torch 2.14 /
+    oneDNN: cheng2020-anchor's ``g_s`` and both models' ``h_a`` differ by up to
+    4e-8), and a difference that small can flip the rounding of a latent (a
+    different bitstream) or of an output pixel, so a file would depend on which
+    other items shared its batch. ``Codec.encode_batch`` / ``decode_batch`` keep
+    the per-item default; ``compressed`` only batches codecs whose batched calls
+    are exact (``Codec.batched``).
 """
 
 from __future__ import annotations
@@ -498,26 +509,53 @@ class NeuralImageCodec(Codec):
         unreachable: ``rate_met=False``), then from the highest quality down to
         the first that fits. As the budget grows the chosen quality never drops.
         """
-        ladder = list(self.ladder(item))
-        files: dict[int, bytes] = {}
+        return self.encode_to_budgets(item, [budget_bytes])[0]
 
-        def size(q: int) -> int:
-            if q not in files:
-                try:
-                    files[q] = self.encode(item, q)
-                except (CodecError, ModelNotAvailableError):
-                    raise
-                except Exception as exc:
-                    raise CodecError(f"{self.name} failed at {self.label(q)}: {type(exc).__name__}: {exc}") from exc
-            return len(files[q])
+    def encode_to_budgets(self, item: np.ndarray, budgets: Sequence[int]) -> list[Encoded]:
+        """:meth:`encode_to_budget` for several budgets of one item, each quality encoded at most once.
+
+        The same search for every budget, sharing the files: after the lowest quality,
+        each quality from the highest down is encoded while some budget still has no
+        fitting quality. Every answer is the one the single-budget search gives.
+        """
+        import time
+
+        ladder = [int(q) for q in self.ladder(item)]
+        files: dict[int, bytes] = {}
+        seconds: dict[int, float] = {}
+
+        def encode(quality: int) -> bytes:
+            t0 = time.perf_counter()
+            try:
+                files[quality] = self.encode(item, quality)
+            except (CodecError, ModelNotAvailableError):
+                raise
+            except Exception as exc:
+                raise CodecError(f"{self.name} failed at {self.label(quality)}: {type(exc).__name__}: {exc}"
+                                 ) from exc
+            seconds[quality] = time.perf_counter() - t0
+            return files[quality]
 
         lowest = ladder[0]
-        if size(lowest) > budget_bytes:
-            return Encoded(files[lowest], self.label(lowest), False, len(files))
-        for q in reversed(ladder[1:]):
-            if size(q) <= budget_bytes:
-                return Encoded(files[q], self.label(q), True, len(files))
-        return Encoded(files[lowest], self.label(lowest), True, len(files))
+        encode(lowest)
+        chosen: dict[int, int] = {}  # budget index -> quality
+        open_ = [k for k, b in enumerate(budgets) if len(files[lowest]) <= b]
+        for quality in reversed(ladder[1:]):
+            if not open_:
+                break
+            size = len(encode(quality))
+            chosen.update({k: quality for k in open_ if size <= budgets[k]})
+            open_ = [k for k in open_ if k not in chosen]
+        out: dict[int, Encoded] = {}
+        tried: set[int] = set()
+        for k in sorted(range(len(budgets)), key=lambda k: budgets[k]):  # each encode counted once, smallest first
+            met = len(files[lowest]) <= budgets[k]
+            quality = chosen.get(k, lowest)
+            path = {lowest} | ({q for q in ladder[1:] if q >= quality} if met else set())
+            new = path - tried
+            tried |= path
+            out[k] = Encoded(files[quality], self.label(quality), met, len(new), sum(seconds[q] for q in new))
+        return [out[k] for k in range(len(budgets))]
 
 
 class Mbt2018(NeuralImageCodec):

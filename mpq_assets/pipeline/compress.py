@@ -1,34 +1,66 @@
-"""The ``compressed`` step: one codec at one target ratio over every item of an experiment.
+"""The ``compressed`` step: codecs at target ratios over every item of an experiment.
 
-For each item: the ratio becomes a byte budget, rate control picks the setting,
-the bitstream is written as a real file (atomically), and decoding is timed
-once. Failures become error rows; the partition's other items still complete,
-and a failed write leaves the previous rows in DuckDB untouched.
+For each item: each ratio becomes a byte budget, rate control picks the setting,
+the bitstream is written as a real file (atomically), and it is decoded once.
+Failures become error rows; the partition's other items still complete, and a
+failed write leaves the previous rows in DuckDB untouched.
+
+:func:`compress_partitions` does several (codec, bitrate) partitions in one
+pass (what a backfill run of many partitions gets), item by item:
+
+- an item is loaded once for all its partitions, and the target ratios of one
+  codec share one ladder search (``Codec.encode_to_budgets``), so a rung
+  measured for one ratio is not encoded again for the next;
+- ratios that pick the same setting write the same bitstream: it is decoded
+  once and its reconstruction encoded once;
+- codecs marked ``parallel_encode`` (Pillow, FFmpeg: CPU work that holds the
+  GIL) spread items over worker processes, one per core (``MPQ_WORKERS``);
+  codecs marked ``batched`` (the neural codecs) get items in groups for their
+  batched model calls instead;
+- memory does not grow with the dataset: items stream through (a worker holds
+  one item, a batch at most ``BATCH`` items) and only the small rows are kept.
+
+:func:`compress_partition` is the one-partition case.
 """
 
 from __future__ import annotations
 
+import atexit
+import io
 import logging
+import multiprocessing
+import os
+import threading
 import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mpq_assets.codecs import budget_bytes, get_codec, parse_ratio, raw_bytes
-from mpq_assets.codecs.base import Codec, Item
-from mpq_assets.experiments import Experiment
-from mpq_assets.media.audio import Audio, load_audio, write_audio_flac
-from mpq_assets.media.image import load_image, write_image_png
+from mpq_assets.codecs.base import Codec, Encoded, Item
+from mpq_assets.media.audio import Audio, load_audio
+from mpq_assets.media.image import load_image
 from mpq_assets.pipeline.progress import Progress
-from mpq_assets.settings import Settings
 from mpq_assets.storage_paths import atomic_write_bytes, safe_join
-from mpq_assets.store import ResultsStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mpq_assets.experiments import Experiment
+    from mpq_assets.settings import Settings
+    from mpq_assets.store import ResultsStore
 
 log = logging.getLogger(__name__)
 
 COMPRESSED_COLUMNS = ["item_id", "target_ratio", "budget_bytes", "bytes", "bpp", "kbps", "achieved_ratio",
                       "setting", "rate_met", "trials", "encode_s", "decode_s", "path", "decoded_path"]
+BATCH = 8  # items per group for batched (neural) codecs
+PNG_LEVEL = 1  # reconstructions: lossless either way; level 1 writes ~3x faster than 6 for ~10 % more bytes
+WORKERS_ENV = "MPQ_WORKERS"
 
 
 @dataclass(frozen=True)
@@ -60,25 +92,22 @@ def load_item(path: str | Path, modality: str) -> Item:
     return load_audio(path) if modality == "audio" else load_image(path)
 
 
-def compress_item(codec: Codec, item: Item, ratio: float, path: Path) -> dict:
-    """Rate-controlled encode of one item, written to ``path``; returns its ``compressed`` row.
-
-    The bitstream is decoded exactly once, here; the reconstruction is cached
-    losslessly so quality metrics and task predictions share that decode.
-    """
-    budget = budget_bytes(item, ratio)
-    t0 = time.perf_counter()
-    encoded = codec.encode_to_budget(item, budget)
-    encode_s = time.perf_counter() - t0
-    atomic_write_bytes(path, encoded.data)
-    t0 = time.perf_counter()
-    decoded = codec.decode(encoded.data, like=item)
-    decode_s = time.perf_counter() - t0
-    recon = decoded_path(path, item)
+def reconstruction_bytes(decoded: Item) -> bytes:
+    """The lossless file of a reconstruction: 16-bit FLAC for audio, PNG for images."""
+    buf = io.BytesIO()
     if isinstance(decoded, Audio):
-        write_audio_flac(recon, decoded)
+        import soundfile as sf
+
+        sf.write(buf, decoded.samples.T, decoded.sample_rate, format="FLAC", subtype="PCM_16")
     else:
-        write_image_png(recon, decoded)
+        from PIL import Image
+
+        Image.fromarray(decoded, "RGB").save(buf, format="PNG", compress_level=PNG_LEVEL)
+    return buf.getvalue()
+
+
+def _row(item: Item, ratio: float, budget: int, encoded: Encoded, encode_s: float, decode_s: float, path: Path,
+         recon: Path) -> dict:
     size = len(encoded.data)
     bits = size * 8
     if isinstance(item, Audio):
@@ -91,11 +120,241 @@ def compress_item(codec: Codec, item: Item, ratio: float, path: Path) -> dict:
                 decoded_path=str(recon))
 
 
-def compress_partition(experiment: Experiment, codec_name: str, bitrate: str, store: ResultsStore,
-                       settings: Settings,
-                       logger: logging.Logger | logging.LoggerAdapter = log) -> CompressSummary:
-    start = time.perf_counter()
-    ratio = parse_ratio(bitrate)
+def compress_item(codec: Codec, item: Item, ratio: float, path: Path) -> dict:
+    """Rate-controlled encode of one item at one ratio, written to ``path``; returns its ``compressed`` row."""
+    return _finish(codec, item, [ratio], [path], *_search(codec, item, [ratio]))[0]
+
+
+def _search(codec: Codec, item: Item, ratios: Sequence[float]) -> tuple[list[Encoded | Exception], list[float]]:
+    """Rate control for every ratio of one item (shared search); a failure is isolated to its ratio."""
+    budgets = [budget_bytes(item, r) for r in ratios]
+    t0 = time.perf_counter()
+    try:
+        encoded: list[Encoded | Exception] = list(codec.encode_to_budgets(item, budgets))
+        elapsed = time.perf_counter() - t0
+        times = [e.seconds if e.seconds is not None else elapsed / len(budgets) for e in encoded]
+        return encoded, times
+    except Exception:
+        if len(budgets) == 1:
+            raise
+    encoded, times = [], []  # retry ratio by ratio so one failing setting cannot sink the others
+    for b in budgets:
+        t0 = time.perf_counter()
+        try:
+            encoded.append(codec.encode_to_budget(item, b))
+        except Exception as exc:
+            encoded.append(exc)
+        times.append(time.perf_counter() - t0)
+    return encoded, times
+
+
+def _finish(codec: Codec, item: Item, ratios: Sequence[float], paths: Sequence[Path],
+            encoded: Sequence[Encoded | Exception], times: Sequence[float],
+            decoded: dict[bytes, tuple[Item, float]] | None = None) -> list[dict | Exception]:
+    """Write each ratio's bitstream and reconstruction; decode each distinct bitstream once.
+
+    ``decoded`` may hold decodes already made (bitstream -> (item, seconds)), e.g. by a batched decode.
+    """
+    decoded = {} if decoded is None else decoded
+    files: dict[bytes, bytes] = {}  # bitstream -> reconstruction file bytes
+    out: list[dict | Exception] = []
+    for ratio, path, enc, enc_s in zip(ratios, paths, encoded, times, strict=True):
+        if isinstance(enc, Exception):
+            out.append(enc)
+            continue
+        try:
+            atomic_write_bytes(path, enc.data)
+            if enc.data not in decoded:
+                t0 = time.perf_counter()
+                decoded[enc.data] = (codec.decode(enc.data, like=item), time.perf_counter() - t0)
+            recon_item, dec_s = decoded[enc.data]
+            if enc.data not in files:
+                files[enc.data] = reconstruction_bytes(recon_item)
+            recon = decoded_path(path, item)
+            atomic_write_bytes(recon, files[enc.data])
+            out.append(_row(item, ratio, budget_bytes(item, ratio), enc, enc_s, dec_s, path, recon))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A failed (item, ratio): ``error`` is ``"ExceptionType: message"`` (picklable whatever the exception)."""
+
+    error: str
+
+
+def _failures(results: list[dict | Exception]) -> list[dict | Failed]:
+    return [Failed(f"{type(r).__name__}: {r}") if isinstance(r, Exception) else r for r in results]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One item and one codec at several ratios: what a worker process gets (small and picklable)."""
+
+    codec: Codec
+    item_id: str
+    original_path: str
+    modality: str
+    ratios: tuple[float, ...]
+    paths: tuple[Path, ...]
+
+
+def _run_job(job: _Job) -> list[dict | Exception]:
+    try:
+        item = load_item(job.original_path, job.modality)
+        encoded, times = _search(job.codec, item, job.ratios)
+        return _finish(job.codec, item, job.ratios, job.paths, encoded, times)
+    except Exception as exc:
+        return [exc] * len(job.ratios)
+
+
+def _run_job_in_worker(job: _Job) -> list[dict | Failed]:
+    return _failures(_run_job(job))
+
+
+def _run_batch(codec: Codec, jobs: Sequence[_Job]) -> list[list[dict | Exception]]:
+    """Jobs of one batched codec: rate control and decoding through the model's batched calls."""
+    out: list[list[dict | Exception] | None] = [None] * len(jobs)
+    loaded: list[tuple[int, Item]] = []
+    for k, job in enumerate(jobs):
+        try:
+            loaded.append((k, load_item(job.original_path, job.modality)))
+        except Exception as exc:
+            out[k] = [exc] * len(job.ratios)
+    if loaded:
+        items = [item for _, item in loaded]
+        budgets = [[budget_bytes(item, r) for r in jobs[k].ratios] for k, item in loaded]
+        t0 = time.perf_counter()
+        try:
+            batch: list[tuple[list[Encoded | Exception], list[float]]] | None = None
+            results = codec.encode_to_budgets_batch(items, budgets)
+            elapsed = (time.perf_counter() - t0) / len(items)
+            batch = [(list(r), [e.seconds if e.seconds is not None else elapsed / len(r) for e in r])
+                     for r in results]
+        except Exception:
+            batch = None
+        decoded: dict[bytes, tuple[Item, float]] = {}
+        if batch is None:  # one item failed the batch: item by item isolates it
+            batch = []
+            for (k, item) in loaded:
+                try:
+                    batch.append(_search(codec, item, jobs[k].ratios))
+                except Exception as exc:
+                    batch.append(([exc] * len(jobs[k].ratios), [0.0] * len(jobs[k].ratios)))
+        else:
+            distinct: dict[bytes, Item] = {}
+            for (_, item), (encs, _) in zip(loaded, batch, strict=True):
+                for e in encs:
+                    if isinstance(e, Encoded):
+                        distinct.setdefault(e.data, item)
+            if distinct:
+                t0 = time.perf_counter()
+                try:
+                    recons = codec.decode_batch(list(distinct), list(distinct.values()))
+                    each = (time.perf_counter() - t0) / len(distinct)
+                    decoded = {d: (r, each) for d, r in zip(distinct, recons, strict=True)}
+                except Exception:
+                    decoded = {}  # _finish decodes one by one and reports the failing item
+        for (k, item), (encs, times) in zip(loaded, batch, strict=True):
+            job = jobs[k]
+            out[k] = _finish(codec, item, job.ratios, job.paths, encs, times, decoded)
+    return [o if o is not None else [] for o in out]
+
+
+# ------------------------------------------------------------------------------------------------ worker processes
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def default_workers() -> int:
+    """Worker processes for CPU codecs: ``MPQ_WORKERS``, else the cores this process may use."""
+    text = os.environ.get(WORKERS_ENV, "").strip()
+    if text:
+        try:
+            return max(1, int(text))
+        except ValueError as exc:
+            raise ValueError(f"{WORKERS_ENV}={text!r} is not a whole number") from exc
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _init_worker() -> None:
+    """Worker processes compute on one core each: torch (imported later, if at all) and BLAS get one thread."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes, started once per process and kept (``shutdown_workers`` stops it).
+
+    Spawned, not forked: safe beside torch's and Dagster's threads. Encoders and the
+    evaluation steps' models and metrics (CPU only) share it.
+    """
+    with _POOLS_LOCK:
+        if workers not in _POOLS:
+            _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_init_worker)
+        return _POOLS[workers]
+
+
+def shutdown_workers() -> None:
+    """Stop the worker processes (they start again on the next parallel encode)."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown_workers)
+
+
+def _map_jobs(codec: Codec, jobs: Sequence[_Job], workers: int) -> Iterator[list[dict | Failed]]:
+    """Results per job, in order: in worker processes, in batches, or here."""
+    if codec.batched:
+        for start in range(0, len(jobs), BATCH):
+            yield from (_failures(r) for r in _run_batch(codec, jobs[start:start + BATCH]))
+        return
+    done = 0
+    if codec.parallel_encode and workers > 1 and len(jobs) > 1:
+        try:
+            pool = worker_pool(workers)
+            # a bounded look-ahead keeps memory flat for any dataset size: at most 2 jobs per worker in flight
+            pending: deque[Future] = deque(pool.submit(_run_job_in_worker, job) for job in jobs[:2 * workers])
+            queued = len(pending)
+            while pending:
+                result = pending.popleft().result()
+                if queued < len(jobs):
+                    pending.append(pool.submit(_run_job_in_worker, jobs[queued]))
+                    queued += 1
+                done += 1
+                yield result
+            return
+        except BrokenProcessPool as exc:  # a worker died (e.g. a crashing encoder): finish here, in-process
+            log.warning("%s: a worker process died (%s); encoding the remaining items in-process", codec.name, exc)
+            shutdown_workers()
+    for job in jobs[done:]:
+        yield _failures(_run_job(job))
+
+
+# ------------------------------------------------------------------------------------------------------ partitions
+
+
+def _partition_plan(partitions: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    plan: dict[str, list[str]] = {}
+    for codec, bitrate in partitions:
+        bitrates = plan.setdefault(codec, [])
+        if bitrate not in bitrates:
+            bitrates.append(bitrate)
+    return plan
+
+
+def _ready_codec(experiment: Experiment, codec_name: str) -> Codec:
     codec = get_codec(codec_name)
     missing = codec.weights_missing()
     if missing:  # fail the partition with the fix, rather than one identical error row per item
@@ -105,33 +364,83 @@ def compress_partition(experiment: Experiment, codec_name: str, bitrate: str, st
     if codec.modality != experiment.modality:
         raise ValueError(f"codec {codec_name} is for {codec.modality}, experiment {experiment.name} is "
                          f"{experiment.modality}")
+    return codec
+
+
+def compress_partitions(experiment: Experiment, partitions: Sequence[tuple[str, str]], store: ResultsStore,
+                        settings: Settings, logger: logging.Logger | logging.LoggerAdapter = log,
+                        workers: int | None = None) -> dict[tuple[str, str], CompressSummary]:
+    """Compress every (codec, bitrate) partition given, item by item; one summary per partition.
+
+    Each codec's partitions are written to the store together once its items are
+    done (one transaction), so a codec that fails later leaves earlier ones written.
+    """
+    import pandas as pd
+
+    start = time.perf_counter()
+    plan = _partition_plan(partitions)
+    for codec_name, bitrates in plan.items():
+        for bitrate in bitrates:
+            parse_ratio(bitrate)
+        _ready_codec(experiment, codec_name)  # every codec checked before any work
     manifest = store.query("SELECT item_id, original_path, modality FROM items WHERE experiment = ? "
                            "ORDER BY item_id", [experiment.name])
     if manifest.empty:
         raise RuntimeError(f"experiment {experiment.name} has no items in {store.path}: materialise "
                            f"{experiment.name}/dataset first")
-    rows, errors = [], []
-    progress = Progress(logger, f"{experiment.name}/compressed {codec_name}@{bitrate}", len(manifest))
-    for done, rec in enumerate(manifest.itertuples(index=False), 1):
-        try:
-            item = load_item(rec.original_path, rec.modality)
-            path = bitstream_path(settings, experiment.name, codec, bitrate, rec.item_id)
-            rows.append(dict(item_id=rec.item_id, **compress_item(codec, item, ratio, path)))
-        except Exception as exc:  # an item that fails is reported, the partition goes on
-            logger.warning("%s %s@%s: item %s failed: %s", experiment.name, codec_name, bitrate, rec.item_id, exc)
-            errors.append(dict(item_id=rec.item_id, error=f"{type(exc).__name__}: {exc}"))
-        progress.step(done)
-    frame = pd.DataFrame(rows, columns=COMPRESSED_COLUMNS)
-    err = pd.DataFrame(errors, columns=["item_id", "error"])
-    keys = {"experiment": experiment.name, "codec": codec_name, "bitrate": bitrate}
-    store.replace_partitions([
-        ("compressed", keys, frame),
-        ("errors", {**keys, "stage": "compressed"}, err),
-    ])
+    workers = default_workers() if workers is None else max(1, workers)
+    summaries: dict[tuple[str, str], CompressSummary] = {}
+    for codec_name, bitrates in plan.items():
+        codec_start = time.perf_counter()
+        codec = _ready_codec(experiment, codec_name)
+        ratios = tuple(parse_ratio(b) for b in bitrates)
+        jobs = [_Job(codec, rec.item_id, rec.original_path, rec.modality, ratios,
+                     tuple(bitstream_path(settings, experiment.name, codec, b, rec.item_id) for b in bitrates))
+                for rec in manifest.itertuples(index=False)]
+        rows: dict[str, list[dict]] = {b: [] for b in bitrates}
+        errors: dict[str, list[dict]] = {b: [] for b in bitrates}
+        progress = Progress(logger, f"{experiment.name}/compressed {codec_name}@{','.join(bitrates)}", len(jobs))
+        for done, (job, results) in enumerate(zip(jobs, _map_jobs(codec, jobs, workers), strict=True), 1):
+            for bitrate, result in zip(bitrates, results, strict=True):
+                if isinstance(result, Failed):  # an item that fails is reported, the partition goes on
+                    logger.warning("%s %s@%s: item %s failed: %s", experiment.name, codec_name, bitrate, job.item_id,
+                                   result.error)
+                    errors[bitrate].append(dict(item_id=job.item_id, error=result.error))
+                else:
+                    rows[bitrate].append(dict(item_id=job.item_id, **result))
+            progress.step(done)
+        writes: list[tuple[str, dict[str, Any], pd.DataFrame]] = []
+        frames = {}
+        for bitrate in bitrates:
+            frames[bitrate] = pd.DataFrame(rows[bitrate], columns=COMPRESSED_COLUMNS)
+            keys = {"experiment": experiment.name, "codec": codec_name, "bitrate": bitrate}
+            writes += [("compressed", keys, frames[bitrate]),
+                       ("errors", {**keys, "stage": "compressed"},
+                        pd.DataFrame(errors[bitrate], columns=["item_id", "error"]))]
+        store.replace_partitions(writes)
+        seconds = (time.perf_counter() - codec_start) / len(bitrates)
+        for bitrate in bitrates:
+            summaries[(codec_name, bitrate)] = _summary(codec_name, bitrate, frames[bitrate], len(errors[bitrate]),
+                                                        seconds)
+    logger.debug("compressed %d partitions in %.1fs", len(summaries), time.perf_counter() - start)
+    return summaries
 
+
+def _summary(codec: str, bitrate: str, frame: pd.DataFrame, errors: int, seconds: float) -> CompressSummary:
     def mean(col: str) -> float | None:
         vals = frame[col].dropna()
         return float(vals.mean()) if len(vals) else None
 
-    return CompressSummary(codec_name, bitrate, len(frame), len(err), int((~frame["rate_met"].astype(bool)).sum()),
-                           mean("achieved_ratio"), mean("bpp"), mean("kbps"), time.perf_counter() - start)
+    return CompressSummary(codec, bitrate, len(frame), errors, int((~frame["rate_met"].astype(bool)).sum()),
+                           mean("achieved_ratio"), mean("bpp"), mean("kbps"), seconds)
+
+
+def compress_partition(experiment: Experiment, codec_name: str, bitrate: str, store: ResultsStore,
+                       settings: Settings, logger: logging.Logger | logging.LoggerAdapter = log,
+                       workers: int | None = None) -> CompressSummary:
+    """One codec at one target ratio (:func:`compress_partitions` with one partition)."""
+    start = time.perf_counter()
+    summary = compress_partitions(experiment, [(codec_name, bitrate)], store, settings, logger, workers)
+    s = summary[(codec_name, bitrate)]
+    return CompressSummary(s.codec, s.bitrate, s.items, s.errors, s.missed_target, s.mean_ratio, s.mean_bpp,
+                           s.mean_kbps, time.perf_counter() - start)

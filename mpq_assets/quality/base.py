@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -40,6 +40,11 @@ class QualityMetric(ABC):
     ``update`` scores a batch and accumulates per-item values, ``compute`` returns
     them in input order, ``reset`` clears them. ``applicable`` says why an item
     cannot be scored (or ``None``), so callers skip it and report the reason.
+
+    Several reconstructions of one original (every codec x ratio of an item) go
+    through ``prepare`` (what the metric needs of the reference, computed once:
+    features, filtered statistics) and ``score_prepared``; the values are those
+    ``update`` gives pair by pair, up to float rounding.
     """
 
     info: ClassVar[MetricInfo]
@@ -64,6 +69,14 @@ class QualityMetric(ABC):
         if self.info.min_size and isinstance(item, np.ndarray) and min(item.shape[:2]) < self.info.min_size:
             return f"{self.info.name} needs images of at least {self.info.min_size} px, item is {item.shape[:2]}"
         return None
+
+    def prepare(self, reference: Item) -> Any:
+        """What :meth:`score_prepared` needs of one reference item; by default the item itself."""
+        return reference
+
+    def score_prepared(self, prepared: Any, distorted: Sequence[Item]) -> list[float]:
+        """Values of several distorted versions of the one reference ``prepare`` was given."""
+        return [float(v) for v in self.score_batch([prepared] * len(distorted), distorted)]
 
     @abstractmethod
     def score_batch(self, reference: Sequence[Item], distorted: Sequence[Item]) -> Sequence[float]:

@@ -6,6 +6,11 @@ shapes are stacked into real batches (chunked by the device's batch size) and th
 per-item values come back in input order. All computation runs in torch on the
 metric's device.
 
+Several reconstructions of one original (``prepare`` / ``score_prepared``) reuse
+what depends on the original alone: its tensor, its filtered SSIM statistics at
+every scale (2 of the 5 filtered maps), its normalised LPIPS features (one of the
+two network passes). The arithmetic per pair is the same as ``update``'s.
+
 LPIPS weights, and why there is a conversion step
 -------------------------------------------------
 ``lpips`` ships the calibrated linear heads (``weights/v0.1/<net>.pth``) but fetches
@@ -29,8 +34,9 @@ import warnings
 from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -72,6 +78,14 @@ def _to_nchw(items: Sequence[np.ndarray], device: torch.device, dtype: torch.dty
     return batch.to(device).permute(0, 3, 1, 2).to(dtype)
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """A reference image as ``score_prepared`` needs it: its shape and the metric's state for it."""
+
+    shape: tuple[int, ...]
+    state: Any
+
+
 class _ImageMetric(QualityMetric):
     """Shared batching: group pairs by shape, score each group in device-sized chunks, restore input order."""
 
@@ -80,6 +94,33 @@ class _ImageMetric(QualityMetric):
 
     def _dtype(self) -> torch.dtype:
         return torch.float32
+
+    def prepare(self, reference: Item) -> PreparedImage:
+        ref, _ = _check_pair(0, reference, reference)
+        with torch.inference_mode():
+            return PreparedImage(ref.shape, self._prepare(_to_nchw([ref], self.device, self._dtype())))
+
+    def score_prepared(self, prepared: PreparedImage, distorted: Sequence[Item]) -> list[float]:
+        for i, dist in enumerate(distorted):
+            if not isinstance(dist, np.ndarray) or dist.shape != prepared.shape or dist.dtype != np.uint8:
+                desc = f"{dist.dtype} array of shape {dist.shape}" if isinstance(dist, np.ndarray) else type(dist)
+                raise ValueError(f"item {i}: distorted must be an RGB uint8 array of the reference's shape "
+                                 f"{prepared.shape}, got {desc}")
+        out = np.empty(len(distorted), dtype=np.float64)
+        size = default_batch_size(self.device, cpu=self.cpu_batch, gpu=self.gpu_batch)
+        with torch.inference_mode():
+            for start in range(0, len(distorted), size):
+                dist = _to_nchw(distorted[start:start + size], self.device, self._dtype())
+                out[start:start + len(dist)] = self._score_prepared(prepared.state, dist).double().cpu().numpy()
+        return out.tolist()
+
+    def _prepare(self, reference: torch.Tensor) -> Any:
+        """The state kept for one reference, a (1, 3, H, W) float batch in [0, 255]; by default the tensor."""
+        return reference
+
+    def _score_prepared(self, state: Any, distorted: torch.Tensor) -> torch.Tensor:
+        """Per-item values, shape (N,), of a distorted batch against the prepared reference."""
+        return self._score(state.expand(len(distorted), -1, -1, -1), distorted)
 
     def score_batch(self, reference: Sequence[Item], distorted: Sequence[Item]) -> list[float]:
         if len(reference) != len(distorted):
@@ -142,6 +183,14 @@ def _gaussian_window(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return (g / g.sum()).to(device=device, dtype=dtype)
 
 
+def _gaussian_filter(t: torch.Tensor) -> torch.Tensor:
+    """Separable 11 x 11 Gaussian filter of each channel, valid positions only."""
+    c = t.shape[1]
+    g = _gaussian_window(t.device, t.dtype)
+    gh, gw = g.view(1, 1, -1, 1).expand(c, 1, -1, 1), g.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    return F.conv2d(F.conv2d(t, gh, groups=c), gw, groups=c)
+
+
 def _ssim_per_channel(x: torch.Tensor, y: torch.Tensor, data_range: float = 255.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean SSIM and mean contrast-structure term per (item, channel), shape (N, C) each.
 
@@ -149,11 +198,27 @@ def _ssim_per_channel(x: torch.Tensor, y: torch.Tensor, data_range: float = 255.
     the image count, as in Wang et al.'s reference code and skimage (which filters with
     reflection, then crops the half window). Population (not sample) covariances.
     """
-    n, c = x.shape[:2]
-    g = _gaussian_window(x.device, x.dtype)
-    gh, gw = g.view(1, 1, -1, 1).expand(c, 1, -1, 1), g.view(1, 1, 1, -1).expand(c, 1, 1, -1)
-    filtered = F.conv2d(F.conv2d(torch.cat([x, y, x * x, y * y, x * y]), gh, groups=c), gw, groups=c)
-    mu_x, mu_y, xx, yy, xy = filtered.split(n)
+    n = x.shape[0]
+    mu_x, mu_y, xx, yy, xy = _gaussian_filter(torch.cat([x, y, x * x, y * y, x * y])).split(n)
+    return _ssim_terms(mu_x, mu_y, xx, yy, xy, data_range)
+
+
+def _reference_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, filtered x, filtered x*x) of one reference (1, C, H, W): what SSIM needs of it at one scale."""
+    mu_x, xx = _gaussian_filter(torch.cat([x, x * x])).split(1)
+    return x, mu_x, xx
+
+
+def _ssim_prepared(stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor], y: torch.Tensor,
+                   data_range: float = 255.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_ssim_per_channel`` of a distorted batch against one reference's :func:`_reference_stats`."""
+    x, mu_x, xx = stats
+    mu_y, yy, xy = _gaussian_filter(torch.cat([y, y * y, x * y])).split(len(y))
+    return _ssim_terms(mu_x, mu_y, xx, yy, xy, data_range)
+
+
+def _ssim_terms(mu_x: torch.Tensor, mu_y: torch.Tensor, xx: torch.Tensor, yy: torch.Tensor, xy: torch.Tensor,
+                data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     cs = (2 * cov + c2) / (var_x + var_y + c2)
@@ -192,6 +257,13 @@ class SSIM(_ImageMetric):
         ssim, _ = _ssim_per_channel(reference, distorted)
         return ssim.mean(dim=1)
 
+    def _prepare(self, reference: torch.Tensor) -> Any:
+        return _reference_stats(reference)
+
+    def _score_prepared(self, state: Any, distorted: torch.Tensor) -> torch.Tensor:
+        ssim, _ = _ssim_prepared(state, distorted)
+        return ssim.mean(dim=1)
+
 
 class MSSSIM(_ImageMetric):
     """Multi-scale SSIM (Wang, Simoncelli & Bovik 2003), 5 scales with the standard weights.
@@ -225,9 +297,33 @@ class MSSSIM(_ImageMetric):
             else:
                 terms.append(cs)
                 reference, distorted = _halve(reference), _halve(distorted)
-        betas = torch.tensor(_MS_SSIM_BETAS, device=reference.device, dtype=reference.dtype).view(-1, 1, 1)
-        per_channel = torch.prod(torch.stack(terms).clamp(min=0) ** betas, dim=0)  # (N, C)
-        return per_channel.mean(dim=1)
+        return _combine_scales(terms)
+
+    def _prepare(self, reference: torch.Tensor) -> Any:
+        pyramid = []
+        for scale in range(len(_MS_SSIM_BETAS)):
+            pyramid.append(_reference_stats(reference))
+            if scale < len(_MS_SSIM_BETAS) - 1:
+                reference = _halve(reference)
+        return pyramid
+
+    def _score_prepared(self, state: Any, distorted: torch.Tensor) -> torch.Tensor:
+        terms = []
+        for scale, stats in enumerate(state):
+            ssim, cs = _ssim_prepared(stats, distorted)
+            if scale == len(_MS_SSIM_BETAS) - 1:
+                terms.append(ssim)
+            else:
+                terms.append(cs)
+                distorted = _halve(distorted)
+        return _combine_scales(terms)
+
+
+def _combine_scales(terms: list[torch.Tensor]) -> torch.Tensor:
+    """Weighted product over scales of the per-(item, channel) terms, clipped at 0; mean over channels -> (N,)."""
+    betas = torch.tensor(_MS_SSIM_BETAS, device=terms[0].device, dtype=terms[0].dtype).view(-1, 1, 1)
+    per_channel = torch.prod(torch.stack(terms).clamp(min=0) ** betas, dim=0)  # (N, C)
+    return per_channel.mean(dim=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -395,6 +491,27 @@ class LPIPS(_ImageMetric):
 
     def _score(self, reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
         return self.model(reference / 127.5 - 1.0, distorted / 127.5 - 1.0).flatten()
+
+    # the steps of ``lpips.LPIPS.forward`` (v0.1, lpips=True, spatial=False), split at the reference's features
+    def _features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        import lpips
+
+        model = self.model
+        outs = model.net.forward(model.scaling_layer(images / 127.5 - 1.0))
+        return [lpips.normalize_tensor(outs[k]) for k in range(model.L)]
+
+    def _prepare(self, reference: torch.Tensor) -> Any:
+        return self._features(reference)
+
+    def _score_prepared(self, state: Any, distorted: torch.Tensor) -> torch.Tensor:
+        from lpips.lpips import spatial_average
+
+        model = self.model
+        feats = self._features(distorted)
+        val = 0
+        for k in range(model.L):
+            val = val + spatial_average(model.lins[k]((state[k] - feats[k]) ** 2), keepdim=True)
+        return val.flatten()
 
 
 _LPIPS_CITATION = (

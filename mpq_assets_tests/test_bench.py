@@ -1,0 +1,54 @@
+"""``mpq bench``'s equality check on a small subset: the hand-written loop and the platform give the same numbers.
+
+Timing is not tested (a shared machine makes it noise); the paths run in this process to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mpq_assets.bench.harness import compare, run_bench
+from mpq_assets.bench.spec import default_spec, write_items
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def test_image_paths_give_the_same_numbers(mpq_home: Path, tmp_path: Path) -> None:
+    spec = default_spec("image", codecs=["jpeg", "webp"], ratios=["20x", "200x"], metrics=["psnr"], subset=2,
+                        workers=2, say=quiet)
+    root = tmp_path / "bench"
+    report = run_bench(spec, root=root, in_process=True, say=quiet)
+    c = report.comparison
+    assert c.mismatches == [] and c.explained == []
+    assert c.checked == {"compressed rows": 8, "quality values": 8, "predictions": 10, "task scores": 40}
+    assert report.results["platform"]["encodes"] < report.results["baseline"]["encodes"]  # the shared search
+    table = report.table()
+    assert "(a)/(b)" in table and "0 mismatch(es)" in table
+
+    # a number that differs is reported, and a path that lost a row too
+    a, b = Path(report.results["baseline"]["out_dir"]), Path(report.results["platform"]["out_dir"])
+    doctored = tmp_path / "doctored"
+    shutil.copytree(b, doctored)
+    quality = pd.read_csv(doctored / "quality.csv")
+    quality.loc[0, "value"] += 0.01
+    quality.to_csv(doctored / "quality.csv", index=False)
+    compressed = pd.read_csv(doctored / "compressed.csv")
+    compressed.iloc[1:].to_csv(doctored / "compressed.csv", index=False)
+    bad = compare(spec, write_items(spec, tmp_path / "items"), a, doctored)
+    assert any(m.startswith("quality") and "psnr" in m for m in bad.mismatches)
+    assert any(m.startswith("compressed") and "only in (a)" in m for m in bad.mismatches)
+
+
+def test_speech_paths_give_the_same_numbers(mpq_home: Path, tmp_path: Path) -> None:
+    pytest.importorskip("faster_whisper")
+    spec = default_spec("speech", codecs=["opus"], ratios=["100x"], metrics=["snr"], subset=1, workers=1,
+                        say=quiet)
+    report = run_bench(spec, root=tmp_path / "bench", in_process=True, say=quiet)
+    assert report.comparison.mismatches == []
+    assert report.comparison.checked["predictions"] == 2  # the reconstruction and the reference transcript
