@@ -1,9 +1,10 @@
 """Declarative automation: what runs by itself, and when.
 
 - Partitioned sweep assets (``compressed``, ``quality``, ``predictions``,
-  ``task_scores``) use :meth:`AutomationCondition.on_missing`: partitions that
-  *appear* (the codec sensor adds a new codec, or a neural codec whose weights
-  were just pulled) are materialised once their dependencies exist. The
+  ``task_scores``) use :meth:`AutomationCondition.on_missing` with one change
+  (see :func:`sweep_condition`): partitions that *appear* while their
+  dependencies exist (the codec sensor adds a new codec, or a neural codec
+  whose weights were just pulled) are materialised. The
   automation sensor emits all of them as ONE backfill; our single-run backfill
   policy then runs each asset once over every new partition (models load once).
 - ``reference_predictions`` is eager: it follows the dataset.
@@ -43,8 +44,20 @@ NIGHTLY_CRON = "0 3 * * *"
 
 
 def sweep_condition() -> AutomationCondition:
-    """Partitioned assets: new partitions are filled once their dependencies exist."""
-    return AutomationCondition.on_missing()
+    """Partitioned assets: a partition that appears while its dependencies exist is filled.
+
+    ``on_missing`` alone remembers partitions that appeared *before* the dataset and sweeps them all
+    when the dataset first materialises, or not, depending on whether the automation sensor ticked
+    between the two (a race against the codec sensor). Requiring the dependencies at the moment the
+    partition appears makes it deterministic: new codecs are swept at once; partitions that predate
+    their dataset are left to a person or to the nightly fill schedule.
+    """
+    appeared_with_deps = (
+        (AutomationCondition.missing().newly_true() & ~AutomationCondition.any_deps_missing())
+        .since_last_handled()
+        .with_label("appeared_with_deps")
+    )
+    return AutomationCondition.on_missing().replace("missing_since_last_handled", appeared_with_deps)
 
 
 def follow_condition() -> AutomationCondition:

@@ -59,6 +59,7 @@ def test_conditions_on_each_kind_of_asset(tiny: Experiment) -> None:
     conditions = {a.key.path[-1]: a.automation_conditions_by_key.get(a.key) for a in experiment_assets(tiny)}
     labels = {name: c.get_label() for name, c in conditions.items() if c is not None}
     assert labels["compressed"] == labels["quality"] == "on_missing"
+    assert "appeared_with_deps" in [c.get_label() for c in conditions["compressed"].children]
     assert labels["rate_curves"] == "after_any_partition_update"
     assert labels["report"] == "eager"
     assert "dataset" not in labels  # the root is materialised by a person or the demo
@@ -84,6 +85,21 @@ def test_new_codec_partitions_are_requested_once_dataset_exists(tiny: Experiment
             assert second.get_requested_partitions(AssetKey([tiny.name, name])) == expected
         # the analyses wait while nothing upstream updated
         assert second.get_num_requested(AssetKey([tiny.name, "rate_curves"])) == 0
+
+
+def test_partitions_older_than_the_dataset_are_not_swept_when_it_appears(tiny: Experiment, tmp_path: Path) -> None:
+    assets = experiment_assets(tiny)
+    resource = MpqResource(home=str(tmp_path / "mpq"))
+    defs = build_definitions([tiny], resource)
+    with DagsterInstance.ephemeral() as instance:
+        first = evaluate_automation_conditions(defs=defs, instance=instance)
+        instance.add_dynamic_partitions(codec_partitions_name("image"), ["jpeg"])
+        second = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        assert materialize(assets, selection=_keys(tiny, "dataset"), instance=instance,
+                           resources={"mpq": resource}).success
+        third = evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+        for name in SWEEP:  # a sweep of existing partitions is a person's (or the nightly schedule's) decision
+            assert third.get_requested_partitions(AssetKey([tiny.name, name])) == set()
 
 
 def test_analyses_follow_a_partition_update(tiny: Experiment, tmp_path: Path) -> None:
