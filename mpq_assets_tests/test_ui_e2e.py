@@ -138,6 +138,9 @@ query Materialized($assetKey: AssetKeyInput!, $partitions: [String!]) {
   }
 }"""
 
+SENSOR_TICKS_QUERY = """
+query SensorTicks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  __typename ... on Sensor { sensorState { ticks(limit: 5) { timestamp status } } } } }"""
 LOCATIONS_QUERY = """
 { workspaceOrError { ... on Workspace { locationEntries { name loadStatus
     locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
@@ -416,6 +419,20 @@ def test_ui_launch_plugin_backfill_and_asset_graph(e2e_env: dict, dagster_dev: D
         f"{NEW_CODEC} is already registered before the test installs it: mpq-example-codec is installed in this "
         "environment (`pip uninstall mpq-example-codec`)")
     mark("server up, location loaded, codec partitions added")
+
+    # The automation sensor sees the world once per tick: partitions that appear and a dataset that is
+    # materialised between two ticks look like "appeared while the dataset exists" and would be swept.
+    # A person clicking later than 30 s after start-up is the normal case; wait for that tick here.
+    added = time.time()
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__",
+                "sensorName": "mpq_automation_sensor"}
+
+    def ticked_since_added() -> bool:
+        ticks = gql(port, SENSOR_TICKS_QUERY, selector=selector)["sensorOrError"]["sensorState"]["ticks"]
+        return any(t["timestamp"] > added and t["status"] in ("SUCCESS", "SKIPPED") for t in ticks)
+
+    wait_for(ticked_since_added, 120, "an automation tick after the codec partitions were added")
+    mark("automation ticked once with the built-in codec partitions")
 
     # -- the UI's "Materialize" on the dataset, then on one partition of the sweep assets
     wait_run(server, launch(port, ["dataset"], []), 300)

@@ -29,6 +29,7 @@ import atexit
 import io
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import threading
 import time
@@ -265,7 +266,7 @@ def _run_batch(codec: Codec, jobs: Sequence[_Job]) -> list[list[dict | Exception
 
 # ------------------------------------------------------------------------------------------------ worker processes
 
-_POOLS: dict[int, ProcessPoolExecutor] = {}
+_POOLS: dict[tuple[int, tuple[tuple[str, str], ...]], ProcessPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
@@ -289,17 +290,29 @@ def _init_worker() -> None:
         os.environ[var] = "1"
 
 
+def _environment() -> tuple[tuple[str, str], ...]:
+    """The settings a worker reads from its environment (MPQ_*, HF_*, TORCH_HOME), fixed when it starts."""
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("MPQ_", "HF_", "TORCH_HOME"))))
+
+
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes, started once per process and kept (``shutdown_workers`` stops it).
 
     Spawned, not forked: safe beside torch's and Dagster's threads. Encoders and the
-    evaluation steps' models and metrics (CPU only) share it.
+    evaluation steps' models and metrics (CPU only) share it. Workers see the
+    environment of their start, so a changed ``MPQ_*`` setting starts a new pool.
     """
+    key = (workers, _environment())
+    stale = []
     with _POOLS_LOCK:
-        if workers not in _POOLS:
-            _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=_init_worker)
-        return _POOLS[workers]
+        if key not in _POOLS:
+            stale = [_POOLS.pop(k) for k in list(_POOLS)]
+            _POOLS[key] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                              initializer=_init_worker)
+        pool = _POOLS[key]
+    for old in stale:
+        old.shutdown(wait=False, cancel_futures=True)
+    return pool
 
 
 def shutdown_workers() -> None:
@@ -312,6 +325,14 @@ def shutdown_workers() -> None:
 
 
 atexit.register(shutdown_workers)
+# A Dagster step runs in a multiprocessing child, and a child joins its own children *before* atexit
+# handlers run: without this finalizer the idle workers are joined forever and the run never ends.
+multiprocessing.util.Finalize(None, shutdown_workers, exitpriority=100)
+
+
+def can_start_workers() -> bool:
+    """False inside a daemonic process (Dask's default workers, some executors): those may not have children."""
+    return not multiprocessing.current_process().daemon
 
 
 def _map_jobs(codec: Codec, jobs: Sequence[_Job], workers: int) -> Iterator[list[dict | Failed]]:
@@ -321,7 +342,7 @@ def _map_jobs(codec: Codec, jobs: Sequence[_Job], workers: int) -> Iterator[list
             yield from (_failures(r) for r in _run_batch(codec, jobs[start:start + BATCH]))
         return
     done = 0
-    if codec.parallel_encode and workers > 1 and len(jobs) > 1:
+    if codec.parallel_encode and workers > 1 and len(jobs) > 1 and can_start_workers():
         try:
             pool = worker_pool(workers)
             # a bounded look-ahead keeps memory flat for any dataset size: at most 2 jobs per worker in flight

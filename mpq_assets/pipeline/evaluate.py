@@ -45,7 +45,7 @@ import pandas as pd
 
 from mpq_assets.codecs.base import Item
 from mpq_assets.experiments import Experiment, TaskSpec
-from mpq_assets.pipeline.compress import default_workers, load_item, worker_pool
+from mpq_assets.pipeline.compress import can_start_workers, default_workers, load_item, worker_pool
 from mpq_assets.pipeline.memo import METRIC_VALUES, PREDICTIONS, file_digest
 from mpq_assets.pipeline.progress import Progress
 from mpq_assets.settings import Settings
@@ -179,7 +179,7 @@ def _pool_workers(settings: Settings) -> int:
 def _in_order(jobs: Sequence[Any], run: Callable[[Any], Any], workers: int) -> Iterator[Any]:
     """``run(job)`` for each job, results in order: in the worker pool (at most 2 jobs per worker in flight)
     or here. A job's exception is raised here."""
-    if workers <= 1 or len(jobs) <= 1:
+    if workers <= 1 or len(jobs) <= 1 or not can_start_workers():
         for job in jobs:
             yield run(job)
         return
