@@ -34,7 +34,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -335,6 +335,20 @@ def can_start_workers() -> bool:
     return not multiprocessing.current_process().daemon
 
 
+def bounded_map(run: Callable[[Any], Any], jobs: Sequence[Any], workers: int) -> Iterator[Any]:
+    """``run(job)`` for each job in the worker pool, results in job order. A bounded look-ahead (at most 2
+    jobs per worker in flight) keeps memory flat for any dataset size."""
+    pool = worker_pool(workers)
+    pending: deque[Future] = deque(pool.submit(run, job) for job in jobs[:2 * workers])
+    queued = len(pending)
+    while pending:
+        result = pending.popleft().result()
+        if queued < len(jobs):
+            pending.append(pool.submit(run, jobs[queued]))
+            queued += 1
+        yield result
+
+
 def _map_jobs(codec: Codec, jobs: Sequence[_Job], workers: int) -> Iterator[list[dict | Failed]]:
     """Results per job, in order: in worker processes, in batches, or here."""
     if codec.batched:
@@ -344,15 +358,7 @@ def _map_jobs(codec: Codec, jobs: Sequence[_Job], workers: int) -> Iterator[list
     done = 0
     if codec.parallel_encode and workers > 1 and len(jobs) > 1 and can_start_workers():
         try:
-            pool = worker_pool(workers)
-            # a bounded look-ahead keeps memory flat for any dataset size: at most 2 jobs per worker in flight
-            pending: deque[Future] = deque(pool.submit(_run_job_in_worker, job) for job in jobs[:2 * workers])
-            queued = len(pending)
-            while pending:
-                result = pending.popleft().result()
-                if queued < len(jobs):
-                    pending.append(pool.submit(_run_job_in_worker, jobs[queued]))
-                    queued += 1
+            for result in bounded_map(_run_job_in_worker, jobs, workers):
                 done += 1
                 yield result
             return

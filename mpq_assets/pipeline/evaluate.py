@@ -33,9 +33,7 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ import pandas as pd
 
 from mpq_assets.codecs.base import Item
 from mpq_assets.experiments import Experiment, TaskSpec
-from mpq_assets.pipeline.compress import can_start_workers, default_workers, load_item, worker_pool
+from mpq_assets.pipeline.compress import bounded_map, can_start_workers, default_workers, load_item
 from mpq_assets.pipeline.memo import METRIC_VALUES, PREDICTIONS, file_digest
 from mpq_assets.pipeline.progress import Progress
 from mpq_assets.settings import Settings
@@ -183,15 +181,7 @@ def _in_order(jobs: Sequence[Any], run: Callable[[Any], Any], workers: int) -> I
         for job in jobs:
             yield run(job)
         return
-    pool = worker_pool(workers)
-    pending: deque[Future] = deque(pool.submit(run, job) for job in jobs[:2 * workers])
-    queued = len(pending)
-    while pending:
-        result = pending.popleft().result()
-        if queued < len(jobs):
-            pending.append(pool.submit(run, jobs[queued]))
-            queued += 1
-        yield result
+    yield from bounded_map(run, jobs, workers)
 
 
 _WORKER_METRICS: dict[str, Any] = {}
