@@ -17,6 +17,17 @@ def test_memo_is_a_bounded_lru() -> None:
     assert memo.hits == 3
 
 
+def test_memo_is_bounded_by_the_bytes_of_its_arrays() -> None:
+    import numpy as np
+
+    from mpq_assets.tasks.base import Prediction
+
+    memo = Memo(max_entries=100, max_bytes=3 * 1024 + 3 * 256)
+    for k in range(5):
+        memo.put(k, Prediction({}, np.zeros(1024, np.uint8)))
+    assert [memo.get(k) is not None for k in range(5)] == [False, False, True, True, True]
+
+
 def test_file_digest_follows_content(tmp_path: Path) -> None:
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     a.write_bytes(b"same")

@@ -61,7 +61,7 @@ class PeakMemory:
     process tree of each process's PSS (proportional set size: shared library pages
     split between the processes mapping them, so N workers importing torch are not
     counted N times; RSS where PSS is unavailable); ``getrusage`` adds the exact peak
-    RSS of this process and of the largest child that has exited.
+    RSS of this process.
     """
 
     def __init__(self, interval: float = 0.02) -> None:
@@ -99,6 +99,6 @@ class PeakMemory:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        # (RUSAGE_CHILDREN is no help: a spawned child is forked before it execs, so its peak is this process's)
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        return {"peak_main_mb": own, "peak_child_mb": child or None, "peak_tree_mb": self.peak_tree_mb}
+        return {"peak_main_mb": own, "peak_tree_mb": self.peak_tree_mb}

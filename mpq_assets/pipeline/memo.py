@@ -18,12 +18,25 @@ from typing import Any
 from mpq_assets.weights import sha256_file
 
 
-class Memo:
-    """A small thread-safe LRU (``max_entries``) of results by hashable key."""
+def _nbytes(value: Any) -> int:
+    """Approximate memory of a memo value: its numpy array(s) plus a small fixed cost."""
+    array = getattr(value, "array", value)
+    return 256 + int(getattr(array, "nbytes", 0) or 0)
 
-    def __init__(self, max_entries: int = 4096) -> None:
+
+class Memo:
+    """A small thread-safe LRU of results by hashable key, bounded by ``max_entries`` and ``max_bytes``.
+
+    ``max_bytes`` counts the values' numpy arrays (a prediction's probabilities or label map), so a memo of
+    segmentation maps cannot grow to gigabytes on a large dataset.
+    """
+
+    def __init__(self, max_entries: int = 4096, max_bytes: int | None = None) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._sizes: dict[Hashable, int] = {}
+        self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
 
@@ -37,14 +50,22 @@ class Memo:
 
     def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
+            self._bytes -= self._sizes.pop(key, 0)
             self._data[key] = value
             self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
+            if self.max_bytes is not None:
+                self._sizes[key] = _nbytes(value)
+                self._bytes += self._sizes[key]
+            while len(self._data) > self.max_entries or (
+                    self.max_bytes is not None and self._bytes > self.max_bytes and len(self._data) > 1):
+                old, _ = self._data.popitem(last=False)
+                self._bytes -= self._sizes.pop(old, 0)
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._sizes.clear()
+            self._bytes = 0
             self.hits = 0
 
 
@@ -61,5 +82,5 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return _DIGESTS[key]
 
 
-PREDICTIONS = Memo(max_entries=2048)
+PREDICTIONS = Memo(max_entries=2048, max_bytes=256 * 2**20)
 METRIC_VALUES = Memo(max_entries=65536)
