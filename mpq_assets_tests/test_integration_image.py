@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mpq_assets.pipeline.analyse import scores_table
 from mpq_assets.experiments import EXPERIMENTS
+from mpq_assets.pipeline.analyse import scores_table
 
 EXP = EXPERIMENTS["demo_images"]
 PARTS = [("jpeg", "20x"), ("jpeg", "200x")]

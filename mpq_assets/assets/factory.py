@@ -177,7 +177,7 @@ def analysis_assets(experiment: Experiment, sweep: list[AssetsDefinition]) -> li
             store = mpq.store()
             table, ranking = analyse.correlations(experiment, store)
             figs = {k: v for k, v in analyse.figures(experiment, store).items() if not k.startswith("rate_")}
-            best = ranking[ranking["rank"] == 1] if len(ranking) else ranking
+            best = ranking[ranking["best"].astype(bool)] if len(ranking) else ranking  # rank 1 with a real r
             cols = ["level", "task", "task_metric", "method", "quality_metric", "r", "ci_low", "ci_high", "n"]
             return MaterializeResult(metadata={"rows": len(table),
                                                "best_predictors": _markdown_table(best[cols] if len(best) else best),

@@ -64,9 +64,11 @@ JOIN task_scores t ON t.experiment = r.experiment AND t.codec = r.codec AND t.bi
 LEFT JOIN task_scores ref ON ref.experiment = t.experiment AND ref.codec = 'reference' AND ref.item_id IS NULL
                          AND ref.task = t.task AND ref.metric = t.metric;
 
--- Correlations ranked: rank 1 is the quality metric that best predicts the task metric (largest |r|).
+-- Correlations ranked: rank 1 is the quality metric that best predicts the task metric (largest |r|);
+-- rank is NULL where r is (too few pairs, a constant side), so a rank always names a real correlation.
 CREATE OR REPLACE VIEW correlation_ranking AS
 SELECT *, abs(r) AS abs_r,
-       row_number() OVER (PARTITION BY experiment, level, task, task_metric, method
-                          ORDER BY abs(r) DESC NULLS LAST, quality_metric) AS rank
+       CASE WHEN r IS NOT NULL AND isfinite(r) THEN
+           row_number() OVER (PARTITION BY experiment, level, task, task_metric, method
+                              ORDER BY abs(r) DESC NULLS LAST, quality_metric) END AS rank
 FROM correlations;
