@@ -22,7 +22,7 @@ from mpq_assets.automation import analysis_condition, follow_condition, sweep_co
 from mpq_assets.experiments import Experiment
 from mpq_assets.partitions import codec_bitrate_partitions, split_key
 from mpq_assets.pipeline import analyse, evaluate
-from mpq_assets.pipeline.compress import compress_partition
+from mpq_assets.pipeline.compress import compress_partitions
 from mpq_assets.pipeline.ingest import ingest
 from mpq_assets.resources import MpqResource
 
@@ -55,13 +55,16 @@ def _metadata(per_partition: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {**totals, "partitions": MetadataValue.json(per_partition)}
 
 
-def _each_partition(context: AssetExecutionContext, experiment: Experiment,
-                    step: Callable[[str, str], dict[str, Any]]) -> MaterializeResult:
-    per_partition = {}
-    for key in context.partition_keys:  # several keys when a backfill runs as one run
-        codec, bitrate = split_key(experiment.modality, key)
-        per_partition[key] = step(codec, bitrate)
-    return MaterializeResult(metadata=_metadata(per_partition))
+def _all_partitions(context: AssetExecutionContext, experiment: Experiment,
+                    step: Callable[[list[tuple[str, str]]], dict[tuple[str, str], Any]],
+                    summarise: Callable[[Any], dict[str, Any]]) -> MaterializeResult:
+    """Run ``step`` once over every partition of the run (several when a backfill runs as one run: the
+    steps share encodes, originals and loaded models across them) and report each partition."""
+    keys = list(context.partition_keys)
+    parts = [split_key(experiment.modality, key) for key in keys]
+    results = step(parts)
+    return MaterializeResult(metadata=_metadata({key: summarise(results[p]) for key, p in zip(keys, parts,
+                                                                                              strict=True)}))
 
 
 def _summary_metadata(s: evaluate.StepSummary) -> dict[str, Any]:
@@ -99,13 +102,13 @@ def experiment_assets(experiment: Experiment, *, gpu_op_tags: Mapping[str, Any] 
     def compressed(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
         store, settings = mpq.store(), mpq.settings()
 
-        def step(codec: str, bitrate: str) -> dict[str, Any]:
-            s = compress_partition(experiment, codec, bitrate, store, settings, context.log)
+        def summarise(s: Any) -> dict[str, Any]:
             return dict(items=s.items, errors=s.errors, missed_target=s.missed_target,
                         mean_ratio=_round(s.mean_ratio, 2), mean_bpp=_round(s.mean_bpp, 4),
                         mean_kbps=_round(s.mean_kbps, 2), seconds=round(s.seconds, 2))
 
-        return _each_partition(context, experiment, step)
+        return _all_partitions(context, experiment, lambda parts: compress_partitions(
+            experiment, parts, store, settings, context.log), summarise)
 
     assets = [dataset, compressed]
 
@@ -115,8 +118,8 @@ def experiment_assets(experiment: Experiment, *, gpu_op_tags: Mapping[str, Any] 
                "reconstruction against its original.", **partitioned)
         def quality(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
             store, settings = mpq.store(), mpq.settings()
-            return _each_partition(context, experiment, lambda c, b: _summary_metadata(
-                evaluate.quality_partition(experiment, c, b, store, settings, context.log)))
+            return _all_partitions(context, experiment, lambda parts: evaluate.quality_partitions(
+                experiment, parts, store, settings, context.log), _summary_metadata)
 
         assets.append(quality)
 
@@ -134,15 +137,15 @@ def experiment_assets(experiment: Experiment, *, gpu_op_tags: Mapping[str, Any] 
                description=f"Task outputs ({task_names}) on each reconstruction.", **partitioned)
         def predictions(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
             store, settings = mpq.store(), mpq.settings()
-            return _each_partition(context, experiment, lambda c, b: _summary_metadata(
-                evaluate.predictions_partition(experiment, c, b, store, settings, context.log)))
+            return _all_partitions(context, experiment, lambda parts: evaluate.predictions_partitions(
+                experiment, parts, store, settings, context.log), _summary_metadata)
 
         @asset(key=[name, "task_scores"], deps=[predictions.key, reference_predictions.key],
                description="Task scores vs labels and label-free vs the reference predictions.", **partitioned)
         def task_scores(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
             store, settings = mpq.store(), mpq.settings()
-            return _each_partition(context, experiment, lambda c, b: _summary_metadata(
-                evaluate.task_scores_partition(experiment, c, b, store, settings, context.log)))
+            return _all_partitions(context, experiment, lambda parts: evaluate.task_scores_partitions(
+                experiment, parts, store, settings, context.log), _summary_metadata)
 
         assets += [reference_predictions, predictions, task_scores]
 
