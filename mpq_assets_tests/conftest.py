@@ -22,6 +22,18 @@ DEMO_ITEMS = {"demo_images": 11, "demo_speech": 24, "demo_music": 3}
 DEMO_METRICS = {"demo_speech": ("snr", "si_sdr", "stoi", "pesq"), "demo_music": ("snr", "si_sdr", "log_mel_distance")}
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module of small models: they gain little from two and lose a lot
+    on a busy machine (use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def mpq_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "mpq_home"

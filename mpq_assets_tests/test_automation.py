@@ -44,6 +44,18 @@ def _keys(exp: Experiment, *names: str) -> list[AssetKey]:
     return [AssetKey([exp.name, n]) for n in names]
 
 
+def _location(exp: Experiment, tmp_path: Path) -> tuple[list, MpqResource, object]:
+    """The experiment's assets, a resource on a temp MPQ_HOME, and a code location of both."""
+    resource = MpqResource(home=str(tmp_path / "mpq"))
+    return experiment_assets(exp), resource, build_definitions([exp], resource)
+
+
+def _materialise(assets: list, resource: MpqResource, instance: DagsterInstance, exp: Experiment, *names: str,
+                 partition: str | None = None) -> None:
+    assert materialize(assets, selection=_keys(exp, *names), partition_key=partition, instance=instance,
+                       resources={"mpq": resource}).success
+
+
 def test_definitions_ship_running_sensors_and_nightly_schedules() -> None:
     defs = build_definitions()
     sensors = {s.name: s for s in defs.sensors}
@@ -66,12 +78,9 @@ def test_conditions_on_each_kind_of_asset(tiny: Experiment) -> None:
 
 
 def test_new_codec_partitions_are_requested_once_dataset_exists(tiny: Experiment, tmp_path: Path) -> None:
-    assets = experiment_assets(tiny)
-    resource = MpqResource(home=str(tmp_path / "mpq"))
-    defs = build_definitions([tiny], resource)
+    assets, resource, defs = _location(tiny, tmp_path)
     with DagsterInstance.ephemeral() as instance:
-        assert materialize(assets, selection=_keys(tiny, "dataset"), instance=instance,
-                           resources={"mpq": resource}).success
+        _materialise(assets, resource, instance, tiny, "dataset")
         first = evaluate_automation_conditions(defs=defs, instance=instance)
         assert first.get_requested_partitions(AssetKey([tiny.name, "compressed"])) == set()
         # the codec sensor's request for a new codec, then the next automation tick
@@ -88,27 +97,21 @@ def test_new_codec_partitions_are_requested_once_dataset_exists(tiny: Experiment
 
 
 def test_partitions_older_than_the_dataset_are_not_swept_when_it_appears(tiny: Experiment, tmp_path: Path) -> None:
-    assets = experiment_assets(tiny)
-    resource = MpqResource(home=str(tmp_path / "mpq"))
-    defs = build_definitions([tiny], resource)
+    assets, resource, defs = _location(tiny, tmp_path)
     with DagsterInstance.ephemeral() as instance:
         first = evaluate_automation_conditions(defs=defs, instance=instance)
         instance.add_dynamic_partitions(codec_partitions_name("image"), ["jpeg"])
         second = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-        assert materialize(assets, selection=_keys(tiny, "dataset"), instance=instance,
-                           resources={"mpq": resource}).success
+        _materialise(assets, resource, instance, tiny, "dataset")
         third = evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
         for name in SWEEP:  # a sweep of existing partitions is a person's (or the nightly schedule's) decision
             assert third.get_requested_partitions(AssetKey([tiny.name, name])) == set()
 
 
 def test_analyses_follow_a_partition_update(tiny: Experiment, tmp_path: Path) -> None:
-    assets = experiment_assets(tiny)
-    resource = MpqResource(home=str(tmp_path / "mpq"))
-    defs = build_definitions([tiny], resource)
+    assets, resource, defs = _location(tiny, tmp_path)
     with DagsterInstance.ephemeral() as instance:
-        assert materialize(assets, selection=_keys(tiny, "dataset"), instance=instance,
-                           resources={"mpq": resource}).success
+        _materialise(assets, resource, instance, tiny, "dataset")
         instance.add_dynamic_partitions(codec_partitions_name("image"), ["jpeg"])
         first = evaluate_automation_conditions(defs=defs, instance=instance)
         assert materialize(assets, selection=_keys(tiny, *SWEEP), partition_key=partition_key("jpeg", "20x"),
@@ -120,9 +123,7 @@ def test_analyses_follow_a_partition_update(tiny: Experiment, tmp_path: Path) ->
 def test_nightly_schedule_requests_exactly_the_missing_partitions(tiny: Experiment, tmp_path: Path) -> None:
     defs = build_definitions([tiny], MpqResource(home=str(tmp_path / "mpq")))
     schedule = defs.get_schedule_def(f"{tiny.name}__nightly_fill")
-    assets = experiment_assets(tiny)
-    resource = MpqResource(home=str(tmp_path / "mpq"))
-    defs = build_definitions([tiny], resource)
+    assets, resource, defs = _location(tiny, tmp_path)
     (tmp_path / "dagster_home").mkdir()
     with DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as instance:
         instance.add_dynamic_partitions(codec_partitions_name("image"), ["jpeg", "webp"])
@@ -130,8 +131,7 @@ def test_nightly_schedule_requests_exactly_the_missing_partitions(tiny: Experime
         skipped = schedule.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=when,
                                                                  repository_def=defs.get_repository_def()))
         assert not skipped.run_requests and "dataset is not materialised" in skipped.skip_message
-        assert materialize(assets, selection=_keys(tiny, "dataset"), instance=instance,
-                           resources={"mpq": resource}).success
+        _materialise(assets, resource, instance, tiny, "dataset")
         done = partition_key("jpeg", "20x")
         assert materialize(assets, selection=_keys(tiny, *SWEEP), partition_key=done, instance=instance,
                            resources={"mpq": resource}).success

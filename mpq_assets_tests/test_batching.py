@@ -29,13 +29,7 @@ from mpq_assets.codecs.rate_control import fit_ladder_many, fit_ladder_many_batc
 from mpq_assets.media.audio import Audio
 from mpq_assets.pipeline.compress import Failed, _failures, _Job, _run_batch, _run_job
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def images() -> list[np.ndarray]:

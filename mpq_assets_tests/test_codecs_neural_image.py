@@ -35,12 +35,7 @@ CASES = [("mbt2018", 1), ("mbt2018", 5), ("cheng2020-anchor", 1), ("cheng2020-an
 FORWARD_MAX_LEVELS, FORWARD_MEAN_LEVELS = 8, 1.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
