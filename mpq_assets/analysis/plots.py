@@ -56,6 +56,14 @@ def _legend(ax, n_entries: int) -> None:
     ax.legend(fontsize=6, ncol=2 if n_entries > 6 else 1, loc="best", framealpha=0.7)
 
 
+def _finite(frame: pd.DataFrame, *numeric: str) -> pd.DataFrame:
+    """``codec`` and the ``numeric`` columns, as numbers, keeping rows where all of them are finite."""
+    df = frame.loc[:, ["codec", *numeric]].copy()
+    for col in numeric:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df[np.isfinite(df[list(numeric)]).all(axis=1)]
+
+
 def rate_curve_plot(
     curves: pd.DataFrame, *, rate_label: str, value_label: str, title: str, reference: float | None = None
 ) -> bytes:
@@ -65,10 +73,8 @@ def rate_curve_plot(
     a non-finite value or a non-positive rate cannot sit on a log axis and are left out.
     """
     _require(curves, ("codec", "rate", "value"), "rate_curve_plot")
-    df = curves.loc[:, ["codec", "rate", "value"]].copy()
-    df["rate"] = pd.to_numeric(df["rate"], errors="coerce")
-    df["value"] = pd.to_numeric(df["value"], errors="coerce")
-    df = df[np.isfinite(df["rate"]) & np.isfinite(df["value"]) & (df["rate"] > 0)]
+    df = _finite(curves, "rate", "value")
+    df = df[df["rate"] > 0]
     if df.empty:
         raise ValueError("rate_curve_plot: no row has a positive finite rate and a finite value")
     codecs = sorted(df["codec"].astype(str).unique())
@@ -127,10 +133,7 @@ def correlation_heatmap(corr: pd.DataFrame, *, title: str) -> bytes:
 def scatter_plot(points: pd.DataFrame, *, x_label: str, y_label: str, title: str) -> bytes:
     """Points (columns ``codec, x, y``) coloured by codec with a legend, as PNG bytes."""
     _require(points, ("codec", "x", "y"), "scatter_plot")
-    df = points.loc[:, ["codec", "x", "y"]].copy()
-    df["x"] = pd.to_numeric(df["x"], errors="coerce")
-    df["y"] = pd.to_numeric(df["y"], errors="coerce")
-    df = df[np.isfinite(df["x"]) & np.isfinite(df["y"])]
+    df = _finite(points, "x", "y")
     if df.empty:
         raise ValueError("scatter_plot: no row has finite x and y")
     codecs = sorted(df["codec"].astype(str).unique())

@@ -165,7 +165,7 @@ def analysis_assets(experiment: Experiment, sweep: list[AssetsDefinition]) -> li
     def rate_curves(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
         store = mpq.store()
         table = analyse.rate_curves(experiment, store)
-        figs = {k: v for k, v in analyse.figures(experiment, store).items() if k.startswith("rate_")}
+        figs = analyse.figures(experiment, store, kinds=("rate",))
         shown = table[["codec", "measure", "points", "bd_rate", "bd_rate_note", "kept_ratio", "kept_note"]]
         return MaterializeResult(metadata={"rows": len(table), "codecs": int(table["codec"].nunique()),
                                            "bd_rates": _markdown_table(shown), **_figure_metadata(figs)})
@@ -179,7 +179,7 @@ def analysis_assets(experiment: Experiment, sweep: list[AssetsDefinition]) -> li
         def correlations(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
             store = mpq.store()
             table, ranking = analyse.correlations(experiment, store)
-            figs = {k: v for k, v in analyse.figures(experiment, store).items() if not k.startswith("rate_")}
+            figs = analyse.figures(experiment, store, kinds=("correlation",))
             best = ranking[ranking["best"].astype(bool)] if len(ranking) else ranking  # rank 1 with a real r
             cols = ["level", "task", "task_metric", "method", "quality_metric", "r", "ci_low", "ci_high", "n"]
             return MaterializeResult(metadata={"rows": len(table),

@@ -203,9 +203,11 @@ def _label(measure: str, higher: bool) -> str:
     return f"{measure} ({'higher' if higher else 'lower'} is better)"
 
 
-def figures(experiment: Experiment, store: ResultsStore, *, max_curves: int = 4) -> dict[str, bytes]:
-    """PNG plots from what is stored: rate-task curves (headline task measures first), the
-    partition-level correlation heat map (Spearman) and quality-vs-task scatter of the best predictor."""
+def figures(experiment: Experiment, store: ResultsStore, *, max_curves: int = 4,
+            kinds: tuple[str, ...] = ("rate", "correlation")) -> dict[str, bytes]:
+    """PNG plots from what is stored: rate-task curves (kind "rate", headline task measures first), the
+    partition-level correlation heat map (Spearman) and quality-vs-task scatter of the best predictor
+    (kind "correlation"). Each asset asks only for its own kind, so no plot is drawn twice."""
     from mpq_assets.analysis import correlation_heatmap, rate_curve_plot, scatter_plot
 
     obs = load_observations(experiment, store)
@@ -216,12 +218,14 @@ def figures(experiment: Experiment, store: ResultsStore, *, max_curves: int = 4)
     headline = [m for m in experiment.headline if m in obs.task_measures]
     task_measures = (headline + [m for m in obs.task_measures if m not in headline])[:max_curves]
     rate_label = f"achieved rate ({obs.rate_unit})"
-    for measure in task_measures + obs.quality_metrics[:1]:
+    for measure in task_measures + obs.quality_metrics[:1] if "rate" in kinds else []:
         curves = parts[["codec", "rate", measure]].dropna().rename(columns={measure: "value"})
         if len(curves):
             out[f"rate_{measure}"] = rate_curve_plot(
                 curves, rate_label=rate_label, value_label=_label(measure, obs.higher_is_better.get(measure, True)),
                 title=f"{experiment.name}: {measure} vs rate", reference=obs.reference.get(measure))
+    if "correlation" not in kinds:
+        return out
     corr = store.query("SELECT task || '.' || task_metric AS task_measure, quality_metric, r FROM correlations "
                        "WHERE experiment = ? AND level = 'partition' AND method = 'spearman'", [experiment.name])
     if len(corr):
