@@ -30,3 +30,15 @@ def resolve_device(name: str | None = None) -> torch.device:
 def default_batch_size(device: torch.device, cpu: int = 8, gpu: int = 64) -> int:
     """Small batches on CPU keep memory flat; large ones keep a GPU busy."""
     return gpu if device.type in ("cuda", "mps") else cpu
+
+
+def codec_batch_size(device: torch.device) -> int:
+    """Items per batched transform call of a neural codec: ``MPQ_CODEC_BATCH``, else 1 on CPU and 8 on a GPU.
+
+    On CPU a batch is no faster than single items (docs/performance.md) and one item at a time gives
+    each file bit for bit what encoding it alone gives; on a GPU batches keep the device busy.
+    """
+    chosen = load_settings().codec_batch
+    if chosen is not None:
+        return chosen
+    return 8 if device.type in ("cuda", "mps") else 1

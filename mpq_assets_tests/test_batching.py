@@ -1,11 +1,13 @@
-"""Cross-item batching and shared rate control: the batched / shared paths give the per-item answers.
+"""Cross-item batching and shared rate control.
 
+- The neural codecs batch their device transforms (``batch_size`` > 1; 1 on CPU by default): every file a
+  batch writes decodes alone, about as the single-item file does, and a batched decode is the per-item
+  decode within one level / 1e-5 (batched convolutions differ in the last bits). Random-weight models, as
+  their own tests build them.
 - ``Codec.encode_batch`` / ``decode_batch`` default to the per-item calls; ``compressed`` hands items over in
-  groups only to codecs whose batched calls are exact (``Codec.batched``). The neural codecs are not among
-  them: batched convolutions are not bitwise equal to single-item ones (their module docstrings), so each
-  item goes through the model alone -- checked here with random-weight models, as their own tests build them.
+  groups to codecs whose ``batched`` is true.
 - Every codec's ``encode_to_budgets`` (all target ratios of one item, sharing encodes) answers exactly what
-  ``encode_to_budget`` answers budget by budget.
+  ``encode_to_budget`` answers budget by budget, and the lockstep batch search what the per-item one does.
 """
 
 from __future__ import annotations
@@ -51,13 +53,13 @@ def compressai_model(arch, quality: int, seed: int) -> torch.nn.Module:  # noqa:
     return model.eval()
 
 
-def hific_codec() -> HiFiC:
+def hific_codec(batch_size: int | None = None) -> HiFiC:
     models = {}
     for seed, regime in enumerate(("low", "med")):
         torch.manual_seed(seed)
         models[regime] = HiFiCModel(HiFiCConfig(hyper_channels=6, n_residual_blocks=2, base_filters=4,
                                                 latent_channels=8)).eval()
-    return HiFiC.from_models(models)
+    return HiFiC.from_models(models, batch_size=batch_size)
 
 
 def encodec_model(name: str, seed: int) -> torch.nn.Module:
@@ -80,43 +82,133 @@ def clips(sr: int) -> list[Audio]:
     return [clip(0.5, 1), clip(0.5, 2), clip(0.3, 1)]
 
 
-@pytest.mark.parametrize(("cls", "arch"), [(Mbt2018, mbt2018), (Cheng2020Anchor, cheng2020_anchor)])
-def test_compressai_items_go_through_the_model_alone_and_budgets_share_encodes(cls, arch) -> None:  # noqa: ANN001
-    codec = cls.from_model({q: compressai_model(arch, q, q) for q in (1, 2, 3)})
-    assert not codec.batched
+def batch_images() -> list[np.ndarray]:
+    """Padded sizes 64x128 (three images: one batch) and 128x64 (one)."""
     items = images()
-    assert codec.encode_batch(items, 2) == [codec.encode(item, 2) for item in items]
-    for item in items:
-        sizes = [len(codec.encode(item, q)) for q in (1, 2, 3)]
+    return items + [np.ascontiguousarray(items[0][::-1, ::-1])]
+
+
+def counting(codec: Codec) -> list[int]:
+    """Counts the codec's ``encode_batch`` calls (returned list: their batch sizes)."""
+    calls: list[int] = []
+    encode_batch = codec.encode_batch
+
+    def counted(items, setting):  # noqa: ANN001, ANN202
+        calls.append(len(items))
+        return encode_batch(items, setting)
+
+    codec.encode_batch = counted  # type: ignore[method-assign]
+    return calls
+
+
+def far_budgets(sizes: list[int]) -> list[int]:
+    """Budgets between the rungs' sizes, none near a boundary, so a batch's last-bit roundings cannot move them."""
+    return [sizes[0] // 2] + [(a + b) // 2 for a, b in zip(sizes, sizes[1:], strict=False)] + [sizes[-1] * 2]
+
+
+def values(item) -> np.ndarray:  # noqa: ANN001
+    return (item.samples if isinstance(item, Audio) else item).astype(float)
+
+
+def check_batched_codec(single: Codec, batched: Codec, items: list, setting, levels: float) -> None:  # noqa: ANN001
+    """Batched files decode alone, close to the single-item files; a batched decode is the per-item decode."""
+    assert single.batch_size == 1 and not single.batched and batched.batched
+    want = [single.encode(item, setting) for item in items]
+    got = batched.encode_batch(items, setting)
+    assert len(got) == len(items)
+    for item, g, w in zip(items, got, want, strict=True):
+        alone = single.decode(g, item)
+        reference = single.decode(w, item)
+        assert abs(len(g) - len(w)) <= max(4, len(w) // 50)
+        assert np.abs(values(alone) - values(reference)).mean() <= levels
+    for a, b in zip(batched.decode_batch(got, items), [single.decode(g, i) for g, i in zip(got, items, strict=True)],
+                    strict=True):
+        assert np.abs(values(a) - values(b)).max() <= (1e-5 if isinstance(a, Audio) else 1)
+
+
+def check_lockstep_search(single: Codec, batched: Codec, items: list) -> None:
+    """The batch's rate search answers what each item's own search does, with fewer encode calls."""
+    budgets = [far_budgets([len(single.encode(item, s)) for s in single.ladder(item)]) for item in items]
+    want = [single.encode_to_budgets(item, b) for item, b in zip(items, budgets, strict=True)]
+    calls = counting(batched)
+    got = batched.encode_to_budgets_batch(items, budgets)
+    assert [[(e.setting, e.rate_met, e.trials) for e in row] for row in got] == \
+        [[(e.setting, e.rate_met, e.trials) for e in row] for row in want]
+    assert sum(calls) == sum(e.trials for row in got for e in row) and len(calls) < sum(calls)
+    for row, b in zip(got, budgets, strict=True):
+        assert all(len(e.data) <= budget for e, budget in zip(row, b, strict=True) if e.rate_met)
+
+
+@pytest.mark.parametrize(("cls", "arch"), [(Mbt2018, mbt2018), (Cheng2020Anchor, cheng2020_anchor)])
+def test_compressai_batches_and_budgets(cls, arch) -> None:  # noqa: ANN001
+    models = {q: compressai_model(arch, q, q) for q in (1, 2, 3)}
+    single, batched = cls.from_model(models), cls.from_model(models, batch_size=3)
+    items = batch_images()
+    check_batched_codec(single, batched, items, 2, levels=1.0)
+    check_lockstep_search(single, batched, items[:2])
+    for item in items[:2]:
+        sizes = [len(single.encode(item, q)) for q in (1, 2, 3)]
         budgets = [sizes[0] - 1, sizes[0], sizes[1], (sizes[1] + sizes[2]) // 2, sizes[2] + 10]
-        shared = codec.encode_to_budgets(item, budgets)
-        same(shared, [codec.encode_to_budget(item, b) for b in budgets])
+        shared = single.encode_to_budgets(item, budgets)
+        same(shared, [single.encode_to_budget(item, b) for b in budgets])
         assert sum(e.trials for e in shared) <= 3  # each quality encoded at most once for all five budgets
 
 
-def test_hific_budgets_share_encodes() -> None:
+def test_compressai_entropy_path_copy_codes_like_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU the entropy path runs on a CPU copy of the model; that copy must code exactly as the model."""
+    from mpq_assets.codecs import compressai_batch as cb
+
+    model = compressai_model(mbt2018, 1, 0)
+    monkeypatch.setattr(cb, "model_device", lambda m: torch.device("cuda") if m is model else torch.device("cpu"))
+    clone = cb.entropy_model(model)
+    assert clone is not model and clone is cb.entropy_model(model)  # made once
+    assert clone.g_a is None and clone.g_s is None and clone.h_s is not model.h_s
+    x = torch.from_numpy(np.ascontiguousarray(images()[0][:64, :64].transpose(2, 0, 1))).float()[None] / 255
+    with torch.no_grad():
+        y = model.g_a(x)
+        ref = model.compress(x)
+        out = cb._with_modules(clone, g_a=cb._Given(y)).compress(y)
+    assert out["strings"] == ref["strings"] and tuple(out["shape"]) == tuple(ref["shape"])
+
+
+def test_hific_batches_and_budgets() -> None:
     assert HIFIC_REGIMES == MODEL_REGIMES  # hific.py keeps its own copy so importing it does not import torch
-    codec = hific_codec()
-    assert not codec.batched
+    single, batched = hific_codec(), hific_codec(batch_size=3)
+    items = batch_images()
+    check_batched_codec(single, batched, items, "med", levels=1.0)
+    check_lockstep_search(single, batched, items)
     for item in images():
-        sizes = [len(codec.encode(item, r)) for r in ("low", "med")]
+        sizes = [len(single.encode(item, r)) for r in ("low", "med")]
         budgets = [sizes[0] - 1, sizes[0], sizes[1], sizes[1] * 2]
-        shared = codec.encode_to_budgets(item, budgets)
-        same(shared, [codec.encode_to_budget(item, b) for b in budgets])
+        shared = single.encode_to_budgets(item, budgets)
+        same(shared, [single.encode_to_budget(item, b) for b in budgets])
         assert sum(e.trials for e in shared) <= 2
 
 
 @pytest.mark.parametrize(("cls", "name", "sr"), [(Encodec24, "encodec-24khz", 24000),
                                                  (Encodec48, "encodec-48khz", 48000)])
-def test_encodec_budgets_share_encodes(cls, name: str, sr: int) -> None:  # noqa: ANN001
-    codec = cls.from_model(encodec_model(name, 0))
-    assert not codec.batched
-    for item in clips(sr):
-        ladder = codec.ladder(item)
-        budgets = [codec.expected_size(item, ladder[1]) + d for d in (-1, 0, 3)] + [10**9]
-        shared = codec.encode_to_budgets(item, budgets)
-        same(shared, [codec.encode_to_budget(item, b) for b in budgets])
-        assert sum(e.trials for e in shared) == len({e.setting for e in shared})
+def test_encodec_one_encoder_pass_for_all_budgets_and_batches(cls, name: str, sr: int) -> None:  # noqa: ANN001
+    model = encodec_model(name, 0)
+    single, batched = cls.from_model(model), cls.from_model(model, batch_size=4)
+    items = clips(sr)
+    items.append(Audio(np.roll(items[0].samples, 77, axis=1), sr))  # the first clip's length: one batch
+    for item in items:
+        ladder = single.ladder(item)
+        # the codes of a lower bandwidth are the first codebooks of a higher one: one pass gives every file
+        exact = [single.expected_size(item, bw) for bw in ladder]
+        shared = single.encode_to_budgets(item, exact + [1])
+        assert [e.data for e in shared[:-1]] == [single.encode(item, bw) for bw in ladder]
+        assert [e.setting for e in shared] == [single.label(bw) for bw in ladder] + [single.label(ladder[0])]
+        assert [e.rate_met for e in shared] == [True] * len(ladder) + [False]
+        assert sum(e.trials for e in shared) == 1
+        budgets = [exact[1] + d for d in (-1, 0, 3)] + [10**9]
+        same(single.encode_to_budgets(item, budgets), [single.encode_to_budget(item, b) for b in budgets])
+    check_batched_codec(single, batched, items, single.ladder(items[0])[1], levels=0.05)
+    budgets = [[single.expected_size(item, bw) + 5 for bw in single.ladder(item)] for item in items]
+    got = batched.encode_to_budgets_batch(items, budgets)  # sizes depend on the duration only
+    assert [[(e.setting, len(e.data)) for e in row] for row in got] == \
+        [[(e.setting, len(e.data)) for e in row] for row in (single.encode_to_budgets(i, b)
+                                                              for i, b in zip(items, budgets, strict=True))]
 
 
 # ------------------------------------------------------------------------------- the batch API and its helpers
@@ -195,3 +287,32 @@ def test_default_batch_calls_are_the_per_item_calls() -> None:
     assert data == [codec.encode(item, 30) for item in items]
     for got, item, d in zip(codec.decode_batch(data, items), items, data, strict=True):
         np.testing.assert_array_equal(got, codec.decode(d, item))
+
+
+def test_compressed_batches_a_neural_codec_into_files_that_decode_alone(tmp_path: Path) -> None:
+    from mpq_assets.media.image import load_image, write_image_png
+    from mpq_assets.pipeline.compress import _map_jobs
+
+    single, batched = hific_codec(), hific_codec(batch_size=3)
+    ratios = (20.0, 200.0, 1000.0)
+    jobs = []
+    for k, item in enumerate(batch_images()):
+        write_image_png(tmp_path / f"i{k}.png", item)
+        jobs.append(_Job(batched, f"i{k}", str(tmp_path / f"i{k}.png"), "image", ratios,
+                         tuple(tmp_path / "out" / f"{r:g}" / f"i{k}.mpqc" for r in ratios)))
+    calls, device_batches = counting(batched), []
+    batched._coders["low"].model.Encoder.register_forward_hook(
+        lambda module, inputs, output: device_batches.append(inputs[0].shape[0]))
+    results = list(_map_jobs(batched, jobs, workers=1))
+    assert calls[0] == 4  # the rate search of all four images in lockstep ...
+    assert device_batches[:2] == [3, 1]  # ... and the three of one padded size through the encoder together
+    for job, rows in zip(jobs, results, strict=True):
+        original = load_image(job.original_path)
+        assert len(rows) == len(ratios)
+        for row in rows:
+            assert isinstance(row, dict), row
+            data = Path(row["path"]).read_bytes()
+            assert len(data) == row["bytes"] and row["rate_met"] == (row["bytes"] <= row["budget_bytes"])
+            alone = single.decode(data, original)  # a batch-written file decodes alone ...
+            stored = load_image(row["decoded_path"])  # ... to the batch-decoded reconstruction, within a level
+            assert np.abs(alone.astype(int) - stored.astype(int)).max() <= 1

@@ -55,3 +55,21 @@ def test_sensor_requests_only_missing_registry_codecs() -> None:
     assert set(by_name["audio_codecs"]) == set(codec_names("audio"))
     full = {"image_codecs": codec_names("image"), "audio_codecs": codec_names("audio")}
     assert missing_codec_partitions(full) == []
+
+
+def test_codec_batch_size_follows_the_device_and_the_setting(monkeypatch) -> None:  # noqa: ANN001
+    import torch
+
+    from mpq_assets.codecs.batching import shape_batches
+    from mpq_assets.device import codec_batch_size
+
+    monkeypatch.delenv("MPQ_CODEC_BATCH", raising=False)
+    assert codec_batch_size(torch.device("cpu")) == 1 and codec_batch_size(torch.device("cuda")) == 8
+    monkeypatch.setenv("MPQ_CODEC_BATCH", "3")
+    assert codec_batch_size(torch.device("cpu")) == 3
+    monkeypatch.setenv("MPQ_CODEC_BATCH", "zero")
+    with pytest.raises(ValueError, match="MPQ_CODEC_BATCH='zero' must be a whole number >= 1"):
+        codec_batch_size(torch.device("cpu"))
+    assert shape_batches(["a", "b", "a", "a", "b"], 2) == [[0, 2], [3], [1, 4]]
+    with pytest.raises(ValueError, match="batch_size"):
+        shape_batches(["a"], 0)

@@ -9,8 +9,10 @@ choice may override it.
 Several target ratios of one item (:meth:`Codec.encode_to_budgets`) share their
 encodes, and several items can go through a model together
 (:meth:`Codec.encode_batch` / :meth:`Codec.decode_batch`, per item by default;
-the neural codecs batch items of one padded shape). A batched call must give
-the same bytes as the per-item calls.
+the neural codecs batch items of one padded shape on the device). Every file a
+batched call writes must decode on its own; where batched arithmetic differs
+from single-item arithmetic in the last bits (neural codecs), the codec says so
+and keeps per-item calls as its CPU default.
 """
 
 from __future__ import annotations
@@ -68,8 +70,10 @@ class Codec(ABC):
     # encoding is plain CPU work on picklable objects (no model, no device): ``compressed`` may spread items over
     # worker processes, one per core. Codecs that hold models leave this False and batch on the device instead.
     parallel_encode: ClassVar[bool] = False
-    # encode_batch / decode_batch really batch (a model): ``compressed`` then hands items over in groups
+    # encode_batch / decode_batch really batch (a model): ``compressed`` then hands items over in groups of
+    # several ``batch_size`` batches (the neural codecs make both properties of their device and settings)
     batched: ClassVar[bool] = False
+    batch_size: ClassVar[int] = 1
 
     @classmethod
     def available(cls) -> bool:

@@ -19,12 +19,16 @@ Weights: see :mod:`mpq_assets.codecs.hific_model` (layout, one-time safetensors
 conversion). The default constructor only ever loads real weights; tests wrap
 randomly initialised models with :meth:`HiFiC.from_models`.
 
-Determinism: decode on the same device type and software stack that encoded
-(the tables and the table-selecting hyper-synthesis always run on the CPU).
-Items go through the model one at a time: batched convolutions of the encoder
-and generator differ from single-item ones by up to 2.5e-6 on CPU, which moved
-2 of 15000 decoded pixels by one level in a test, so a batched file or image
-would depend on its batch companions (``neural_image``'s docstring, "Batching").
+Determinism: the tables and the table-selecting hyper-synthesis always run on
+the CPU, one image at a time, at both ends, so a file decodes on any machine with
+the same software stack, whichever device and batch encoded it.
+
+Batching: ``batch_size`` images of one padded size go through the encoder and the
+generator together on the device (default ``MPQ_CODEC_BATCH``, else 1 on CPU and
+8 on a GPU). Batched convolutions differ from single-image ones by up to 2.5e-6
+on CPU: in a batch a latent that close to a rounding boundary can round the other
+way (another valid file) and a decoded pixel can move one level (2 of 15000 in a
+test). With a batch of one a file is bit for bit the single-image encode.
 """
 
 from __future__ import annotations
@@ -151,8 +155,12 @@ class HiFiC(Codec):
                    "mean-scale hyperprior coded with CompressAI rANS; our .mpqc container")
     regimes: ClassVar[tuple[str, ...]] = HIFIC_REGIMES
 
-    def __init__(self, device: str | torch.device | None = None) -> None:
+    def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None) -> None:
+        """``batch_size``: images per batched encoder / generator call (default: by device, module docstring)."""
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._device = device
+        self._batch_size = batch_size
         self._regimes: tuple[str, ...] = tuple(self.regimes)
         self._coders: dict[str, HiFiCCoder] = {}
         self._injected = False
@@ -160,12 +168,12 @@ class HiFiC(Codec):
     requires = ("compressai",)
 
     @classmethod
-    def from_models(cls, models: Mapping[str, HiFiCModel]) -> HiFiC:
+    def from_models(cls, models: Mapping[str, HiFiCModel], batch_size: int | None = None) -> HiFiC:
         """Wrap already-built models (e.g. randomly initialised, for tests) keyed by regime; nothing is loaded."""
         unknown = sorted(set(models) - set(HIFIC_REGIMES))
         if unknown or not models:
             raise ValueError(f"from_models takes models keyed by regimes {HIFIC_REGIMES}, got {sorted(models)}")
-        codec = cls()
+        codec = cls(batch_size=batch_size)
         codec._injected = True
         codec._regimes = tuple(r for r in HIFIC_REGIMES if r in models)
         codec._coders = {regime: _model_module().HiFiCCoder(models[regime]) for regime in codec._regimes}
@@ -175,6 +183,20 @@ class HiFiC(Codec):
         if self._injected:
             return None
         return _model_module().missing_weights_message(self._regimes)
+
+    @property
+    def batch_size(self) -> int:
+        if self._batch_size is not None:
+            return self._batch_size
+        from mpq_assets.device import codec_batch_size, resolve_device
+
+        if self._coders:  # the device the models are on (from_models keeps theirs)
+            return codec_batch_size(next(iter(self._coders.values())).device)
+        return codec_batch_size(resolve_device(None if self._device is None else str(self._device)))
+
+    @property
+    def batched(self) -> bool:  # type: ignore[override]
+        return self.batch_size > 1
 
     def ladder(self, item: Item) -> Sequence[str]:
         return list(self._regimes)
@@ -200,29 +222,36 @@ class HiFiC(Codec):
         return super().encode_to_budget(item, budget_bytes)
 
     def encode(self, item: Item, setting: Any) -> bytes:
+        return self.encode_batch([item], setting)[0]
+
+    def encode_batch(self, items: Sequence[Item], setting: Any) -> list[bytes]:
+        """One file per image in regime ``setting``; same-size images share the encoder's device batches."""
         import torch
 
-        image = _as_image(item, self.name)
+        images = [_as_image(item, self.name) for item in items]
         regime = str(setting)
         coder = self._coder(regime)
-        h, w = image.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
-        bits = coder.compress(_model_module().pad_to_stride(x))
-        return pack_container(Container(
-            codec=self.name, setting=regime, height=h, width=w,
-            shapes=(bits.z_shape, bits.y_shape), strings=(bits.z_string, bits.y_string),
-        ))
+        pad = _model_module().pad_to_stride
+        tensors = [pad(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float() / 255.0)[0]
+                   for image in images]
+        return [pack_container(Container(codec=self.name, setting=regime, height=image.shape[0], width=image.shape[1],
+                                         shapes=(bits.z_shape, bits.y_shape), strings=(bits.z_string, bits.y_string)))
+                for image, bits in zip(images, coder.compress_batch(tensors, self.batch_size), strict=True)]
 
     def encode_to_budgets(self, item: Item, budgets: Sequence[int]) -> list[Encoded]:
         """The shared ladder search over every budget of one item (each regime encoded at most once)."""
+        return self.encode_to_budgets_batch([item], [budgets])[0]
+
+    def encode_to_budgets_batch(self, items: Sequence[Item], budgets: Sequence[Sequence[int]]) -> list[list[Encoded]]:
+        """The shared ladder search for several images in lockstep: one batched encode per regime and round."""
         message = self.weights_missing()
         if message:
             raise ModelNotAvailableError(message)
-        from mpq_assets.codecs.rate_control import fit_ladder_many
+        from mpq_assets.codecs.rate_control import fit_ladder_many_batch
 
-        return fit_ladder_many(self, item, budgets)
+        return fit_ladder_many_batch(self, items, budgets)
 
-    def decode(self, data: bytes, like: Item) -> Item:
+    def _unpack(self, data: bytes) -> Container:
         box = unpack_container(data)
         if box.codec != self.name:
             raise CodecError(f"{self.name}: this .mpqc file was written by codec {box.codec!r}")
@@ -232,15 +261,31 @@ class HiFiC(Codec):
         expected_y = (hm.padded_size(box.height) // 16, hm.padded_size(box.width) // 16)
         if tuple(box.shapes[1][1:]) != expected_y or tuple(box.shapes[0][1:]) != tuple(d // 4 for d in expected_y):
             raise CodecError(f"{self.name}: latent shapes {box.shapes} do not fit a {box.height}x{box.width} image")
-        coder = self._coder(box.setting)
-        try:
-            padded = coder.decompress(hm.HiFiCBitstream(box.strings[0], box.strings[1], box.shapes[0], box.shapes[1]))
-        except ValueError as exc:
-            raise CodecError(f"{self.name}: {exc}") from exc
-        out = to_uint8(padded[0, :, :box.height, :box.width])
-        if isinstance(like, np.ndarray) and out.shape != like.shape:
-            raise CodecError(f"{self.name} decoded shape {out.shape} differs from original {like.shape}")
-        return out
+        return box
+
+    def decode(self, data: bytes, like: Item) -> Item:
+        return self.decode_batch([data], [like])[0]
+
+    def decode_batch(self, data: Sequence[bytes], like: Sequence[Item]) -> list[Item]:
+        """Decode several files; those of one regime and size share the generator's device batches."""
+        hm = _model_module()
+        boxes = [self._unpack(d) for d in data]
+        out: list[Item | None] = [None] * len(boxes)
+        for regime in dict.fromkeys(box.setting for box in boxes):
+            members = [i for i, box in enumerate(boxes) if box.setting == regime]
+            coder = self._coder(regime)
+            bitstreams = [hm.HiFiCBitstream(boxes[i].strings[0], boxes[i].strings[1], boxes[i].shapes[0],
+                                            boxes[i].shapes[1]) for i in members]
+            try:
+                padded = coder.decompress_batch(bitstreams, self.batch_size)
+            except ValueError as exc:
+                raise CodecError(f"{self.name}: {exc}") from exc
+            for i, x in zip(members, padded, strict=True):
+                image = to_uint8(x[:, :boxes[i].height, :boxes[i].width])
+                if isinstance(like[i], np.ndarray) and image.shape != like[i].shape:
+                    raise CodecError(f"{self.name} decoded shape {image.shape} differs from original {like[i].shape}")
+                out[i] = image
+        return out  # type: ignore[return-value]
 
 
 class HiFiCLo(HiFiC):

@@ -75,7 +75,7 @@ import math
 import pickle
 import types
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mpq_assets.codecs.batching import shape_batches
 from mpq_assets.settings import load_settings
 from mpq_assets.storage_paths import atomic_write_bytes
 from mpq_assets.weights import ModelNotAvailableError, sha256_file
@@ -418,9 +419,10 @@ class HiFiCBitstream:
 class HiFiCCoder:
     """A HiFiC model plus its CPU entropy models: real bitstreams in, images out.
 
-    The encoder, hyper-analysis and generator run on the model's device; the
-    hyper-synthesis that selects the probability tables runs on CPU copies for both
-    directions, so encoder and decoder always agree on the tables.
+    The encoder, hyper-analysis and generator run on the model's device, over
+    batches of same-size images; the hyper-synthesis that selects the probability
+    tables runs on CPU copies, one image at a time in both directions, so encoder
+    and decoder always agree on the tables whatever batch or device ran the rest.
     """
 
     def __init__(self, model: HiFiCModel) -> None:
@@ -445,11 +447,27 @@ class HiFiCCoder:
     @torch.no_grad()
     def compress(self, x01: torch.Tensor) -> HiFiCBitstream:
         """One image (1, 3, H, W) in [0, 1], already padded by :func:`pad_to_stride`."""
-        h, w = x01.shape[-2:]
-        if x01.shape[0] != 1 or (h, w) != (padded_size(h), padded_size(w)):
+        if x01.dim() != 4 or x01.shape[0] != 1:
             raise ValueError(f"HiFiCCoder.compress takes one image padded by pad_to_stride, got {tuple(x01.shape)}")
-        y, z = self.model.analysis(x01.to(self.device))
-        y, z = y.float().cpu(), z.float().cpu()
+        return self.compress_batch([x01[0]], 1)[0]
+
+    @torch.no_grad()
+    def compress_batch(self, images: Sequence[torch.Tensor], batch_size: int) -> list[HiFiCBitstream]:
+        """Padded images (3, H, W) in [0, 1]: the encoder and hyper-analysis run on the model's device over
+        batches of one size, the entropy coding on the CPU image by image (so any batch decodes alone)."""
+        for x in images:
+            h, w = x.shape[-2:]
+            if x.dim() != 3 or (h, w) != (padded_size(h), padded_size(w)):
+                raise ValueError(f"HiFiCCoder takes images (3, H, W) padded by pad_to_stride, got {tuple(x.shape)}")
+        out: list[HiFiCBitstream | None] = [None] * len(images)
+        for group in shape_batches([tuple(x.shape) for x in images], batch_size):
+            y, z = self.model.analysis(torch.stack([images[i] for i in group]).to(self.device))
+            y, z = y.float().cpu(), z.float().cpu()
+            for j, i in enumerate(group):
+                out[i] = self._code(y[j:j + 1], z[j:j + 1])
+        return out  # type: ignore[return-value]
+
+    def _code(self, y: torch.Tensor, z: torch.Tensor) -> HiFiCBitstream:
         z_string = self.hyperlatent_coder.compress(z)[0]
         z_hat = self.hyperlatent_coder.decompress([z_string], z.shape[-2:])
         means, scales = self._parameters(z_hat)
@@ -460,6 +478,21 @@ class HiFiCCoder:
     @torch.no_grad()
     def decompress(self, bitstream: HiFiCBitstream) -> torch.Tensor:
         """The padded image (1, 3, H, W) in [0, 1]."""
+        return self.decompress_batch([bitstream], 1)[0][None]
+
+    @torch.no_grad()
+    def decompress_batch(self, bitstreams: Sequence[HiFiCBitstream], batch_size: int) -> list[torch.Tensor]:
+        """Padded images (3, H, W) in [0, 1] on the CPU: latents decoded on the CPU one by one, the generator
+        on the model's device over batches of one latent shape."""
+        latents = [self._latent(b) for b in bitstreams]
+        out: list[torch.Tensor | None] = [None] * len(latents)
+        for group in shape_batches([tuple(y.shape) for y in latents], batch_size):
+            x = self.model.synthesis(torch.cat([latents[i] for i in group]).to(self.device)).float().cpu()
+            for j, i in enumerate(group):
+                out[i] = x[j]
+        return out  # type: ignore[return-value]
+
+    def _latent(self, bitstream: HiFiCBitstream) -> torch.Tensor:
         cfg = self.model.config
         zc, zh, zw = bitstream.z_shape
         yc, yh, yw = bitstream.y_shape
@@ -471,8 +504,7 @@ class HiFiCCoder:
         z_hat = self.hyperlatent_coder.decompress([bitstream.z_string], (zh, zw))
         means, scales = self._parameters(z_hat)
         indexes = self.latent_coder.build_indexes(scales)
-        y_hat = self.latent_coder.decompress([bitstream.y_string], indexes, means=means)
-        return self.model.synthesis(y_hat.to(self.device)).float().cpu()
+        return self.latent_coder.decompress([bitstream.y_string], indexes, means=means)
 
 
 # ----------------------------------------------------------------------------- weights

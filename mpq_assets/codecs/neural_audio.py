@@ -75,6 +75,7 @@ import numpy as np
 
 from mpq_assets.codecs.audio_av import as_audio
 from mpq_assets.codecs.base import Codec, CodecError, Encoded, Item, Modality
+from mpq_assets.codecs.batching import shape_batches
 from mpq_assets.media.audio import Audio, remix, resample
 from mpq_assets.weights import ModelNotAvailableError, sha256_file
 
@@ -321,8 +322,17 @@ def _container_size(model: EncodecModel, length: int, nc: int) -> int:
     return size
 
 
+Frame = tuple["torch.Tensor", "torch.Tensor | None"]  # one segment: codes (1, K, T) and its scale (1,) or None
+
+
 def read_ecdc(data: bytes, model: EncodecModel, codec: str) -> torch.Tensor:
     """Decode an ECDC file with ``model`` (mirror of ``encodec.compress.decompress_from_file``) -> (C, frames)."""
+    length, frames = read_frames(data, model, codec)
+    return decode_frames(model, [(length, frames)], 1)[0]
+
+
+def read_frames(data: bytes, model: EncodecModel, codec: str) -> tuple[int, list[Frame]]:
+    """Parse an ECDC file for ``model``: (length at the model rate, the segments' codes and scales)."""
     import torch
     from encodec import binary
     from encodec.quantization.ac import ArithmeticDecoder, build_stable_quantized_cdf
@@ -380,9 +390,80 @@ def read_ecdc(data: bytes, model: EncodecModel, codec: str) -> torch.Tensor:
             frames.append((codes, scale))
     except (EOFError, struct.error) as exc:
         raise CodecError(f"{codec}: cannot decode bitstream: {exc}") from exc
+    return length, frames
+
+
+def decode_frames(model: EncodecModel, files: Sequence[tuple[int, Sequence[Frame]]], batch_size: int
+                  ) -> list[torch.Tensor]:
+    """Waveforms (C, length) of parsed files: segments of one shape share the decoder's batches, then each
+    file's segments are overlap-added as ``EncodecModel.decode`` does (exactly it, with a batch of one)."""
+    import torch
+    from encodec.utils import _linear_overlap_add
+
+    segments = [(f, k) for f, (_, frames) in enumerate(files) for k in range(len(frames))]
+    decoded: dict[tuple[int, int], torch.Tensor] = {}
+    shapes = [tuple(files[f][1][k][0].shape) for f, k in segments]
     with torch.no_grad():
-        wav = model.decode(frames)
-    return wav[0, :, :length]
+        for group in shape_batches(shapes, batch_size):
+            members = [segments[i] for i in group]
+            codes = torch.cat([files[f][1][k][0] for f, k in members])
+            scales = [files[f][1][k][1] for f, k in members]
+            scale = None if scales[0] is None else torch.cat(scales)  # type: ignore[arg-type]
+            out = model._decode_frame((codes, scale))
+            for j, key in enumerate(members):
+                decoded[key] = out[j:j + 1]
+    waves = []
+    for f, (length, frames) in enumerate(files):
+        parts = [decoded[(f, k)] for k in range(len(frames))]
+        wav = parts[0] if model.segment_length is None else _linear_overlap_add(parts, model.segment_stride or 1)
+        waves.append(wav[0, :, :length])
+    return waves
+
+
+def encode_frames(model: EncodecModel, wavs: Sequence[torch.Tensor], bandwidth: float, batch_size: int
+                  ) -> list[list[Frame]]:
+    """``EncodecModel.encode`` of each waveform (C, T) at ``bandwidth``: the segments of one length share the
+    encoder's batches (with a batch of one, exactly ``model.encode``). Residual codebooks are coded in
+    order, so the codes of a lower bandwidth are the first codebooks of these (:func:`pack_ecdc`)."""
+    import torch
+
+    segments = []
+    for w, wav in enumerate(wavs):
+        length = wav.shape[-1]
+        seg = model.segment_length or length
+        stride = model.segment_stride or length
+        segments += [(w, wav[:, offset:offset + seg]) for offset in range(0, length, stride)]
+    frames: list[list[Frame | None]] = [[] for _ in wavs]
+    for w, _ in segments:
+        frames[w].append(None)
+    slot = [sum(1 for v, _ in segments[:i] if v == w) for i, (w, _) in enumerate(segments)]
+    device = next(model.parameters()).device
+    with _RUN_LOCK, torch.no_grad():  # set_target_bandwidth mutates the shared model
+        model.set_target_bandwidth(bandwidth)
+        for group in shape_batches([tuple(x.shape) for _, x in segments], batch_size):
+            codes, scale = model._encode_frame(torch.stack([segments[i][1] for i in group]).to(device))
+            for j, i in enumerate(group):
+                frames[segments[i][0]][slot[i]] = (codes[j:j + 1], None if scale is None else scale[j].view(1))
+    return frames  # type: ignore[return-value]
+
+
+def pack_ecdc(model: EncodecModel, length: int, frames: Sequence[Frame], nc: int) -> bytes:
+    """The ECDC file (no LM) of the first ``nc`` codebooks of ``frames``: byte for byte what
+    ``encodec.compress.compress(model, wav, use_lm=False)`` writes at the bandwidth of ``nc`` codebooks."""
+    from encodec import binary
+
+    fo = io.BytesIO()
+    binary.write_ecdc_header(fo, {"m": model.name, "al": length, "nc": nc, "lm": False})
+    for codes, scale in frames:
+        if codes.shape[1] < nc:
+            raise ValueError(f"frames hold {codes.shape[1]} codebooks, {nc} asked for")
+        if scale is not None:
+            fo.write(struct.pack("!f", scale.cpu().item()))
+        packer = binary.BitPacker(model.bits_per_codebook, fo)
+        for value in codes[0, :nc].t().reshape(-1).tolist():  # time-major: every codebook of step t, then t + 1
+            packer.push(value)
+        packer.flush()
+    return fo.getvalue()
 
 
 # ------------------------------------------------------------------------ codecs
@@ -395,12 +476,16 @@ class _Encodec(Codec):
     model_key: ClassVar[str]
     use_lm: ClassVar[bool] = False
 
-    def __init__(self, device: str | None = None) -> None:
+    def __init__(self, device: str | None = None, batch_size: int | None = None) -> None:
+        """``batch_size``: segments per batched encoder / decoder call (default: by device, module docstring)."""
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._device_name = device
+        self._batch_size = batch_size
         self._model: EncodecModel | None = None
 
     @classmethod
-    def from_model(cls, model: EncodecModel, lm: LMModel | None = None) -> _Encodec:
+    def from_model(cls, model: EncodecModel, lm: LMModel | None = None, batch_size: int | None = None) -> _Encodec:
         """Wrap a model that is already built (e.g. :func:`build_model`), on its own device; ``lm`` for ``-lm``."""
         spec = _spec(cls.model_key)
         if (model.sample_rate, model.channels) != (spec.sample_rate, spec.channels):
@@ -410,9 +495,23 @@ class _Encodec(Codec):
             raise ValueError(f"{cls.name} needs the {spec.model_name} model, got {model.name!r}")
         model.name = spec.model_name  # the container only accepts encodec's model names
         attach_lm(model, (lambda: lm) if lm is not None else _no_lm)
-        codec = cls()
+        codec = cls(batch_size=batch_size)
         codec._model = model.eval()
         return codec
+
+    @property
+    def batch_size(self) -> int:
+        if self._batch_size is not None:
+            return self._batch_size
+        from mpq_assets.device import codec_batch_size, resolve_device
+
+        if self._model is not None:
+            return codec_batch_size(next(self._model.parameters()).device)
+        return codec_batch_size(resolve_device(self._device_name))
+
+    @property
+    def batched(self) -> bool:  # type: ignore[override]
+        return self.batch_size > 1 and not self.use_lm  # the LM codes clip by clip
 
     requires = ("encodec", "torchaudio")
 
@@ -475,26 +574,44 @@ class _Encodec(Codec):
         return bandwidth
 
     def encode(self, item: Item, setting: Any) -> bytes:
-        from encodec.compress import compress
+        return self.encode_batch([item], setting)[0]
 
-        audio = self._check(item)
+    def encode_batch(self, items: Sequence[Item], setting: Any) -> list[bytes]:
+        """One ECDC file per clip at bandwidth ``setting``; segments of one length share the encoder's batches."""
+        audios = [self._check(item) for item in items]
         bandwidth = self._bandwidth(setting)
         model = self.model()
-        wav = self._to_model(audio, model)
-        with _RUN_LOCK:
-            model.set_target_bandwidth(bandwidth)
-            data = compress(model, wav, use_lm=self.use_lm)
-        if not data:
+        wavs = [self._to_model(audio, model) for audio in audios]
+        if self.use_lm:
+            from encodec.compress import compress
+
+            files = []
+            for wav in wavs:
+                with _RUN_LOCK:
+                    model.set_target_bandwidth(bandwidth)
+                    files.append(compress(model, wav, use_lm=True))
+        else:
+            nc = num_codebooks(model, bandwidth)
+            frames = encode_frames(model, wavs, bandwidth, self.batch_size)
+            files = [pack_ecdc(model, wav.shape[-1], f, nc) for wav, f in zip(wavs, frames, strict=True)]
+        if not all(files):
             raise CodecError(f"{self.name} failed at {self.label(setting)}: encoder wrote no bytes")
-        return data
+        return files
 
     def decode(self, data: bytes, like: Item) -> Audio:
-        if not isinstance(like, Audio):
-            raise CodecError(f"{self.name} decodes audio, got like={type(like).__name__}")
-        if not data:
-            raise CodecError(f"{self.name}: cannot decode an empty bitstream")
+        return self.decode_batch([data], [like])[0]
+
+    def decode_batch(self, data: Sequence[bytes], like: Sequence[Item]) -> list[Audio]:
+        """Decode several files; segments of one shape share the decoder's batches."""
+        for item, d in zip(like, data, strict=True):
+            if not isinstance(item, Audio):
+                raise CodecError(f"{self.name} decodes audio, got like={type(item).__name__}")
+            if not d:
+                raise CodecError(f"{self.name}: cannot decode an empty bitstream")
         model = self.model()
-        return self._from_model(read_ecdc(data, model, self.name), model.sample_rate, like)
+        parsed = [read_frames(d, model, self.name) for d in data]
+        waves = decode_frames(model, parsed, self.batch_size)
+        return [self._from_model(wav, model.sample_rate, item) for wav, item in zip(waves, like, strict=True)]
 
     def label(self, setting: Any) -> str:
         return f"{float(setting):g}kbps" + ("+lm" if self.use_lm else "")
@@ -510,29 +627,54 @@ class _Encodec(Codec):
         return ecdc_size(model, length, self._bandwidth(setting))
 
     def encode_to_budgets(self, item: Item, budgets: Sequence[int]) -> list[Encoded]:
-        """:meth:`encode_to_budget` for several budgets of one item; a bandwidth two budgets pick is encoded once."""
-        files: dict[float, bytes] = {}
-        return [self._fit(item, b, files) for b in budgets]
+        """:meth:`encode_to_budget` for several budgets of one item, from one pass of the encoder."""
+        return self.encode_to_budgets_batch([item], [budgets])[0]
 
     def encode_to_budget(self, item: Item, budget_bytes: int) -> Encoded:
-        """Without the LM: pick the largest bandwidth whose exact size fits, encode once, check the bytes."""
-        return self._fit(item, budget_bytes, {})
+        """Without the LM: the largest bandwidth whose exact size fits; the bytes written are checked."""
+        return self.encode_to_budgets(item, [budget_bytes])[0]
 
-    def _fit(self, item: Item, budget_bytes: int, files: dict[float, bytes]) -> Encoded:
+    def encode_to_budgets_batch(self, items: Sequence[Item], budgets: Sequence[Sequence[int]]) -> list[list[Encoded]]:
+        """Every budget of every clip without the LM: each budget gets the largest bandwidth whose exact size
+        (:meth:`expected_size`) fits, and every clip goes through the encoder once, at the highest bandwidth
+        any of them needs; lower bandwidths are the first codebooks of those codes (byte for byte their own
+        encodes). The bytes written are checked against the expected sizes."""
+        import time
+
         self.model()  # missing weights raise ModelNotAvailableError here, not wrapped into a CodecError
         if self.use_lm:
-            return super().encode_to_budget(item, budget_bytes)
-        ladder = self.ladder(item)
-        sizes = [self.expected_size(item, bw) for bw in ladder]
-        fitting = [i for i, size in enumerate(sizes) if size <= budget_bytes]
-        i = fitting[-1] if fitting else 0
-        new = ladder[i] not in files
-        if new:
-            files[ladder[i]] = self.encode(item, ladder[i])
-        data = files[ladder[i]]
-        if len(data) != sizes[i]:  # the container changed under us: measure every rung instead
-            return super().encode_to_budget(item, budget_bytes)
-        return Encoded(data, self.label(ladder[i]), len(data) <= budget_bytes, int(new))
+            from mpq_assets.codecs.rate_control import fit_ladder_many
+
+            return [fit_ladder_many(self, item, b) for item, b in zip(items, budgets, strict=True)]
+        if not items:
+            return []
+        model = self.model()
+        picks = []  # per clip: the rung each budget picks
+        for item, item_budgets in zip(items, budgets, strict=True):
+            sizes = [self.expected_size(item, bw) for bw in self.ladder(item)]
+            picks.append([max((i for i, size in enumerate(sizes) if size <= b), default=0) for b in item_budgets])
+        ladder = list(_spec(self.model_key).bandwidths)
+        top = ladder[max(max(p, default=0) for p in picks)]
+        audios = [self._check(item) for item in items]
+        wavs = [self._to_model(audio, model) for audio in audios]
+        t0 = time.perf_counter()
+        frames = encode_frames(model, wavs, top, self.batch_size)
+        each = (time.perf_counter() - t0) / len(items)
+        out = []
+        for item, item_budgets, rungs, wav, item_frames in zip(items, budgets, picks, wavs, frames, strict=True):
+            answers, files = [], {}
+            for k, (budget, rung) in enumerate(zip(item_budgets, rungs, strict=True)):
+                bandwidth = ladder[rung]
+                if bandwidth not in files:
+                    files[bandwidth] = pack_ecdc(model, wav.shape[-1], item_frames, num_codebooks(model, bandwidth))
+                data = files[bandwidth]
+                if len(data) != self.expected_size(item, bandwidth):
+                    raise CodecError(f"{self.name} at {self.label(bandwidth)}: wrote {len(data)} bytes, the ECDC "
+                                     f"layout gives {self.expected_size(item, bandwidth)}")
+                answers.append(Encoded(data, self.label(bandwidth), len(data) <= budget, int(k == 0),
+                                       each if k == 0 else 0.0))
+            out.append(answers)
+        return out
 
 
 class Encodec24(_Encodec):

@@ -49,13 +49,18 @@ Padding
     H x W. Any size works, 1x1 included (it codes a 64x64 block).
 
 Devices and determinism
-    CompressAI's entropy coder only decodes what it encoded when the same device
-    type computes the entropy parameters on both sides (GPU vs CPU float
-    differences pick different CDFs: NaN PSNR or black blocks, CompressAI issues
-    #54 and #320). Models run on :func:`~mpq_assets.device.resolve_device`
-    (``MPQ_DEVICE``); the container records the device type, and decoding on
-    another type raises :class:`CodecError` naming the device to use
-    (``on_device_mismatch="warn"`` decodes anyway with a warning).
+    CompressAI's entropy coder only decodes what it encoded when the very same
+    probability tables are computed on both sides (GPU vs CPU float differences
+    pick different CDFs: NaN PSNR or black blocks, CompressAI issues #54 and
+    #320). So the entropy path -- the hyper-analysis, the coding of z, the
+    hyper-synthesis and the autoregressive loop -- always runs on the CPU, one
+    image at a time, at both ends; only the transforms ``g_a`` and ``g_s`` run on
+    :func:`~mpq_assets.device.resolve_device` (``MPQ_DEVICE``), see
+    :mod:`mpq_assets.codecs.compressai_batch`. A file encoded on a GPU machine
+    therefore decodes on a CPU-only one (same CompressAI and torch builds). The
+    container records the device type of the entropy path ("cpu"); a file that
+    says otherwise raises :class:`CodecError` (``on_device_mismatch="warn"``
+    decodes anyway with a warning).
 
 Speed
     Both models are autoregressive (a masked-convolution context model): the
@@ -73,14 +78,18 @@ Speed
     ratios of an item (``encode_to_budgets``).
 
 Batching across items
-    Not done: each item goes through the model alone. Batched convolutions are
-    not bitwise equal to single-item ones on CPU (measured with torch 2.14 /
-    oneDNN: cheng2020-anchor's ``g_s`` and both models' ``h_a`` differ by up to
-    4e-8), and a difference that small can flip the rounding of a latent (a
-    different bitstream) or of an output pixel, so a file would depend on which
-    other items shared its batch. ``Codec.encode_batch`` / ``decode_batch`` keep
-    the per-item default; ``compressed`` only batches codecs whose batched calls
-    are exact (``Codec.batched``).
+    ``batch_size`` images of one padded size go through ``g_a`` (encode) and
+    ``g_s`` (decode) together on the device; the entropy path stays per image on
+    the CPU, so every file decodes on its own whatever batch wrote it. Default
+    ``MPQ_CODEC_BATCH``, else 1 on CPU and 8 on a GPU: on CPU a batch is no
+    faster, and with one image at a time a file is bit for bit what CompressAI's
+    ``model.compress`` gives for that image alone. Batched convolutions differ
+    from single-image ones by up to ~4e-8 (measured on CPU, torch 2.14 / oneDNN),
+    so in a batch a latent that close to a rounding boundary can round the other
+    way (another valid file of about the same size) and a decoded pixel can move
+    one level. The rate search runs for a batch in lockstep
+    (:meth:`NeuralImageCodec.encode_to_budgets_batch`): one batched encode per
+    quality for all the images that still need it.
 """
 
 from __future__ import annotations
@@ -354,18 +363,26 @@ class NeuralImageCodec(Codec):
     extension: ClassVar[str] = ".mpqc"
 
     def __init__(self, weights_dir: str | os.PathLike[str] | None = None, device: Any = None,
-                 on_device_mismatch: Literal["error", "warn"] = "error") -> None:
-        """Real weights from ``weights_dir`` (default: ``$MPQ_COMPRESSAI_WEIGHTS``, else the torch hub cache)."""
+                 on_device_mismatch: Literal["error", "warn"] = "error", batch_size: int | None = None) -> None:
+        """Real weights from ``weights_dir`` (default: ``$MPQ_COMPRESSAI_WEIGHTS``, else the torch hub cache).
+
+        ``batch_size``: images per batched ``g_a`` / ``g_s`` call (default ``MPQ_CODEC_BATCH``, else 1 on CPU
+        and 8 on a GPU; module docstring, "Batching").
+        """
         self._weights_dir = Path(weights_dir).expanduser() if weights_dir else None
         self._device = device
         self._models: dict[int, Any] | None = None  # set by from_model only
         if on_device_mismatch not in ("error", "warn"):
             raise ValueError(f"on_device_mismatch must be 'error' or 'warn', got {on_device_mismatch!r}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.on_device_mismatch = on_device_mismatch
+        self._batch_size = batch_size
 
     @classmethod
     def from_model(cls, models: Mapping[int, Any] | Any, quality: int | None = None, device: Any = None,
-                   on_device_mismatch: Literal["error", "warn"] = "error") -> NeuralImageCodec:
+                   on_device_mismatch: Literal["error", "warn"] = "error",
+                   batch_size: int | None = None) -> NeuralImageCodec:
         """Wrap already-built CompressAI models: ``{quality: model}``, or one model and its ``quality``.
 
         The ladder is the given qualities. Models are put in eval mode, get CDF
@@ -382,7 +399,7 @@ class NeuralImageCodec(Codec):
         if not models:
             raise ValueError("from_model needs at least one model")
         arch_cls = model_architectures[_arch(cls.name)[0]]
-        codec = cls(device=device, on_device_mismatch=on_device_mismatch)
+        codec = cls(device=device, on_device_mismatch=on_device_mismatch, batch_size=batch_size)
         dev = codec.device
         table = {}
         for q, model in sorted(models.items()):
@@ -403,6 +420,16 @@ class NeuralImageCodec(Codec):
         from mpq_assets.device import resolve_device
 
         return resolve_device(None if self._device is None else str(self._device))
+
+    @property
+    def batch_size(self) -> int:
+        from mpq_assets.device import codec_batch_size
+
+        return self._batch_size if self._batch_size is not None else codec_batch_size(self.device)
+
+    @property
+    def batched(self) -> bool:  # type: ignore[override]
+        return self.batch_size > 1
 
     @property
     def qualities(self) -> tuple[int, ...]:
@@ -445,31 +472,43 @@ class NeuralImageCodec(Codec):
         if max(item.shape[:2]) > 0xFFFFFFFF - PAD_MULTIPLE:
             raise CodecError(f"{self.name}: image of shape {item.shape} is too large for the container")
 
-    def encode(self, item: np.ndarray, setting: Any) -> bytes:
+    def _padded_tensor(self, item: np.ndarray) -> Any:
+        """(3, H', W') float in [0, 1], padded at the bottom and right to multiples of 64 (edge pixels)."""
         import torch
 
         self._check_item(item)
-        quality = int(setting)
-        model = self.model(quality)
         h, w = item.shape[:2]
         padded = np.pad(item, ((0, _padded(h) - h), (0, _padded(w) - w), (0, 0)), mode="edge")
-        device = next(model.parameters()).device
-        x = torch.from_numpy(np.ascontiguousarray(padded)).to(device=device, dtype=torch.float32)
-        x = x.permute(2, 0, 1).unsqueeze(0) / 255.0
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Inference on GPU is not recommended")
-            out = model.compress(x)
-        strings = []
-        for group in out["strings"]:
-            if len(group) != 1:
-                raise CodecError(f"{self.name}: expected one string per group for one image, got {len(group)}")
-            strings.append(bytes(group[0]))
-        shape = tuple(int(s) for s in out["shape"])
-        return write_container(Container(self.name, quality, device.type, h, w, shape, tuple(strings)))
+        return torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1))).float() / 255.0
 
-    def decode(self, data: bytes, like: np.ndarray | None) -> np.ndarray:
-        """Decode a ``.mpqc`` file; ``like`` (the original) is checked against the stored size, or None to skip."""
-        import torch
+    def encode(self, item: np.ndarray, setting: Any) -> bytes:
+        return self.encode_batch([item], setting)[0]
+
+    def encode_batch(self, items: Sequence[np.ndarray], setting: Any) -> list[bytes]:
+        """One file per image at quality ``setting``; same-size images share the device batches of ``g_a``."""
+        from mpq_assets.codecs.compressai_batch import ENTROPY_DEVICE, compress_batch
+
+        quality = int(setting)
+        tensors = [self._padded_tensor(item) for item in items]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Inference on GPU is not recommended")
+            outs = compress_batch(self.model(quality), tensors, self.batch_size)
+        files = []
+        for item, out in zip(items, outs, strict=True):
+            strings = []
+            for group in out["strings"]:
+                if len(group) != 1:
+                    raise CodecError(f"{self.name}: expected one string per group for one image, got {len(group)}")
+                strings.append(bytes(group[0]))
+            shape = tuple(int(s) for s in out["shape"])
+            h, w = item.shape[:2]
+            files.append(write_container(Container(self.name, quality, ENTROPY_DEVICE.type, h, w, shape,
+                                                   tuple(strings))))
+        return files
+
+    def _read(self, data: bytes, like: np.ndarray | None) -> Container:
+        """The checked header of one file (see :meth:`decode`)."""
+        from mpq_assets.codecs.compressai_batch import ENTROPY_DEVICE
 
         c = read_container(data)
         if c.model != self.name:
@@ -483,24 +522,44 @@ class NeuralImageCodec(Codec):
         if c.shape != _latent_shape(c.height, c.width) or len(c.strings) != 2:
             raise CodecError(f"{self.name}: corrupt .mpqc header: latent shape {c.shape} and {len(c.strings)} "
                              f"strings do not fit a {c.height}x{c.width} image")
-        model = self.model(c.quality)
-        device = next(model.parameters()).device
-        if device.type != c.device_type:
-            msg = (f"{self.name}: this file was entropy-coded on {c.device_type!r} but would be decoded on "
-                   f"{device.type!r}; CompressAI decodes reliably only on the device type that encoded "
-                   f"(DESIGN.md). Set MPQ_DEVICE={c.device_type} to decode it.")
+        if c.device_type != ENTROPY_DEVICE.type:
+            msg = (f"{self.name}: this file was entropy-coded on {c.device_type!r}; this reader runs the entropy "
+                   f"model on {ENTROPY_DEVICE.type!r}, and CompressAI decodes reliably only on the device type "
+                   "that encoded (DESIGN.md). Re-encode the original with this version: its files always say "
+                   f"{ENTROPY_DEVICE.type!r} and decode on any machine.")
             if self.on_device_mismatch == "error":
                 raise CodecError(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Inference on GPU is not recommended")
-                out = model.decompress([[s] for s in c.strings], torch.Size(c.shape))
-        except Exception as exc:
-            raise CodecError(f"{self.name} q={c.quality}: decoding failed: {type(exc).__name__}: {exc}") from exc
-        x_hat = out["x_hat"][0, :, :c.height, :c.width].clamp(0, 1)
-        pixels = (x_hat * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        return np.ascontiguousarray(pixels)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        return c
+
+    def decode(self, data: bytes, like: np.ndarray | None) -> np.ndarray:
+        """Decode a ``.mpqc`` file; ``like`` (the original) is checked against the stored size, or None to skip."""
+        return self.decode_batch([data], [like])[0]
+
+    def decode_batch(self, data: Sequence[bytes], like: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+        """Decode several files; those of one quality and size share the device batches of ``g_s``."""
+        import torch
+
+        from mpq_assets.codecs.compressai_batch import decompress_batch
+
+        boxes = [self._read(d, item) for d, item in zip(data, like, strict=True)]
+        out: list[np.ndarray | None] = [None] * len(boxes)
+        for quality in dict.fromkeys(c.quality for c in boxes):
+            members = [i for i, c in enumerate(boxes) if c.quality == quality]
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Inference on GPU is not recommended")
+                    recons = decompress_batch(self.model(quality), [(boxes[i].strings, boxes[i].shape)
+                                                                    for i in members], self.batch_size)
+            except (CodecError, ModelNotAvailableError):
+                raise
+            except Exception as exc:
+                raise CodecError(f"{self.name} q={quality}: decoding failed: {type(exc).__name__}: {exc}") from exc
+            for i, x_hat in zip(members, recons, strict=True):
+                c = boxes[i]
+                pixels = (x_hat[:, :c.height, :c.width] * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+                out[i] = np.ascontiguousarray(pixels)
+        return out  # type: ignore[return-value]
 
     def encode_to_budget(self, item: np.ndarray, budget_bytes: int) -> Encoded:
         """The highest quality whose file fits ``budget_bytes``, exactly (no size monotonicity assumed).
@@ -512,43 +571,61 @@ class NeuralImageCodec(Codec):
         return self.encode_to_budgets(item, [budget_bytes])[0]
 
     def encode_to_budgets(self, item: np.ndarray, budgets: Sequence[int]) -> list[Encoded]:
-        """:meth:`encode_to_budget` for several budgets of one item, each quality encoded at most once.
+        """:meth:`encode_to_budget` for several budgets of one item, each quality encoded at most once."""
+        return self.encode_to_budgets_batch([item], [budgets])[0]
 
-        The same search for every budget, sharing the files: after the lowest quality,
-        each quality from the highest down is encoded while some budget still has no
-        fitting quality. Every answer is the one the single-budget search gives.
+    def encode_to_budgets_batch(self, items: Sequence[np.ndarray], budgets: Sequence[Sequence[int]]
+                                ) -> list[list[Encoded]]:
+        """:meth:`encode_to_budget` for every budget of every item: the same search, in lockstep.
+
+        After the lowest quality, each quality from the highest down is encoded --
+        in one :meth:`encode_batch` for all the items that still have a budget with
+        no fitting quality. Each item's answers are the ones its single-budget
+        searches give; each (item, quality) is encoded at most once.
         """
         import time
 
-        ladder = [int(q) for q in self.ladder(item)]
-        files: dict[int, bytes] = {}
-        seconds: dict[int, float] = {}
+        ladder = [int(q) for q in self.ladder(items[0])] if items else []
+        files: list[dict[int, bytes]] = [{} for _ in items]
+        seconds: list[dict[int, float]] = [{} for _ in items]
 
-        def encode(quality: int) -> bytes:
+        def encode(members: Sequence[int], quality: int) -> None:
             t0 = time.perf_counter()
             try:
-                files[quality] = self.encode(item, quality)
+                data = self.encode_batch([items[i] for i in members], quality)
             except (CodecError, ModelNotAvailableError):
                 raise
             except Exception as exc:
                 raise CodecError(f"{self.name} failed at {self.label(quality)}: {type(exc).__name__}: {exc}"
                                  ) from exc
-            seconds[quality] = time.perf_counter() - t0
-            return files[quality]
+            each = (time.perf_counter() - t0) / len(members)
+            for i, d in zip(members, data, strict=True):
+                files[i][quality], seconds[i][quality] = d, each
 
+        if not items:
+            return []
         lowest = ladder[0]
-        encode(lowest)
-        chosen: dict[int, int] = {}  # budget index -> quality
-        open_ = [k for k, b in enumerate(budgets) if len(files[lowest]) <= b]
+        encode(range(len(items)), lowest)
+        chosen: list[dict[int, int]] = [{} for _ in items]  # per item: budget index -> quality
+        open_ = [[k for k, b in enumerate(bs) if len(files[i][lowest]) <= b] for i, bs in enumerate(budgets)]
         for quality in reversed(ladder[1:]):
-            if not open_:
+            members = [i for i in range(len(items)) if open_[i]]
+            if not members:
                 break
-            size = len(encode(quality))
-            chosen.update({k: quality for k in open_ if size <= budgets[k]})
-            open_ = [k for k in open_ if k not in chosen]
+            encode(members, quality)
+            for i in members:
+                size = len(files[i][quality])
+                chosen[i].update({k: quality for k in open_[i] if size <= budgets[i][k]})
+                open_[i] = [k for k in open_[i] if k not in chosen[i]]
+        return [self._answers(ladder, files[i], seconds[i], chosen[i], budgets[i]) for i in range(len(items))]
+
+    def _answers(self, ladder: list[int], files: dict[int, bytes], seconds: dict[int, float],
+                 chosen: dict[int, int], budgets: Sequence[int]) -> list[Encoded]:
+        """One item's :class:`Encoded` per budget; each encode is counted once, for the smallest budget needing it."""
+        lowest = ladder[0]
         out: dict[int, Encoded] = {}
         tried: set[int] = set()
-        for k in sorted(range(len(budgets)), key=lambda k: budgets[k]):  # each encode counted once, smallest first
+        for k in sorted(range(len(budgets)), key=lambda k: budgets[k]):
             met = len(files[lowest]) <= budgets[k]
             quality = chosen.get(k, lowest)
             path = {lowest} | ({q for q in ladder[1:] if q >= quality} if met else set())

@@ -15,8 +15,9 @@ pass (what a backfill run of many partitions gets), item by item:
   once and its reconstruction encoded once;
 - codecs marked ``parallel_encode`` (Pillow, FFmpeg: CPU work that holds the
   GIL) spread items over worker processes, one per core (``MPQ_WORKERS``);
-  codecs marked ``batched`` (the neural codecs) get items in groups for their
-  batched model calls instead;
+  codecs whose ``batched`` is true (the neural codecs with ``batch_size`` > 1,
+  the default on a GPU) get items in groups for their batched model calls
+  instead;
 - memory does not grow with the dataset: items stream through (a worker holds
   one item, a batch at most ``BATCH`` items) and only the small rows are kept.
 
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 
 COMPRESSED_COLUMNS = ["item_id", "target_ratio", "budget_bytes", "bytes", "bpp", "kbps", "achieved_ratio",
                       "setting", "rate_met", "trials", "encode_s", "decode_s", "path", "decoded_path"]
-BATCH = 8  # items per group for batched (neural) codecs
+BATCH = 8  # items per group for batched (neural) codecs, at least; a group holds 4 device batches
 PNG_LEVEL = 1  # reconstructions: lossless either way; level 1 writes ~3x faster than 6 for ~10 % more bytes
 WORKERS_ENV = "MPQ_WORKERS"
 
@@ -351,9 +352,10 @@ def bounded_map(run: Callable[[Any], Any], jobs: Sequence[Any], workers: int) ->
 
 def _map_jobs(codec: Codec, jobs: Sequence[_Job], workers: int) -> Iterator[list[dict | Failed]]:
     """Results per job, in order: in worker processes, in batches, or here."""
-    if codec.batched:
-        for start in range(0, len(jobs), BATCH):
-            yield from (_failures(r) for r in _run_batch(codec, jobs[start:start + BATCH]))
+    if codec.batched:  # a window of several device batches, so that items of one size can fill them
+        window = max(BATCH, 4 * codec.batch_size)
+        for start in range(0, len(jobs), window):
+            yield from (_failures(r) for r in _run_batch(codec, jobs[start:start + window]))
         return
     done = 0
     if codec.parallel_encode and workers > 1 and len(jobs) > 1 and can_start_workers():
