@@ -133,3 +133,48 @@ def test_codec_without_weights_fails_the_partition_and_keeps_stored_rows(
         compress_partition(exp, "mbt2018", "50x", store, settings)
     assert store.query("SELECT count(*) AS n FROM compressed")["n"][0] == 6  # jpeg rows untouched
     assert store.query("SELECT count(*) AS n FROM compressed WHERE codec = 'mbt2018'")["n"][0] == 0
+
+
+def test_a_codec_that_fails_on_every_item_leaves_empty_partitions_downstream(
+        image_folder: Path, store: ResultsStore, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every item failing in ``compressed`` is a result (error rows), not a missing partition: quality,
+    predictions and task scores complete with zero rows and say why, and replace any stale rows."""
+    from mpq_assets.codecs import registry
+    from mpq_assets.codecs.base import CodecError
+    from mpq_assets.codecs.image_pillow import Jpeg
+    from mpq_assets.experiments import TaskSpec
+    from mpq_assets.pipeline.evaluate import (
+        predictions_partition,
+        quality_partition,
+        reference_predictions,
+        task_scores_partition,
+    )
+
+    class Broken(Jpeg):
+        name = "broken"
+        parallel_encode = False  # a local class does not pickle into worker processes
+
+        def encode(self, item, setting):  # noqa: ANN001, ANN201
+            raise CodecError("broken encoder")
+
+    exp = Experiment("bad_images", "image", "image_folder", {"root": str(image_folder)},
+                     tasks=(TaskSpec("classification", "classification", {"model": "efficientnet-lite0"}),),
+                     quality_metrics=("psnr",))
+    ingest(exp, store, settings)
+    reference_predictions(exp, store, settings)
+    monkeypatch.setitem(registry.BUILTIN_CODECS, "broken", Jpeg)  # first a codec that works: rows to go stale
+    compress_partition(exp, "broken", "20x", store, settings)
+    quality_partition(exp, "broken", "20x", store, settings)
+    assert store.query("SELECT count(*) AS n FROM quality WHERE codec = 'broken'")["n"][0] == 6
+    monkeypatch.setitem(registry.BUILTIN_CODECS, "broken", Broken)
+    s = compress_partition(exp, "broken", "20x", store, settings)
+    assert (s.items, s.errors) == (0, 6)
+    assert set(_errors(store, "compressed").values()) == {"CodecError: broken encoder"}
+    for step in (quality_partition, predictions_partition, task_scores_partition):
+        summary = step(exp, "broken", "20x", store, settings)
+        assert summary.items == 0 and summary.rows == 0, step.__name__
+        assert any("every item failed in compressed (6 error(s)" in n for n in summary.notes), step.__name__
+    for table in ("quality", "predictions", "task_scores"):
+        assert store.query(f"SELECT count(*) AS n FROM {table} WHERE codec = 'broken'")["n"][0] == 0, table
+    with pytest.raises(RuntimeError, match="materialise that partition first"):  # never materialised: an error
+        quality_partition(exp, "jpeg", "20x", store, settings)

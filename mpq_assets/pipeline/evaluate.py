@@ -81,8 +81,25 @@ def _manifest(store: ResultsStore, experiment: Experiment) -> pd.DataFrame:
     return items
 
 
-def _partitions(store: ResultsStore, experiment: Experiment, partitions: Sequence[Key]) -> pd.DataFrame:
-    """The compressed rows of every partition given (in item order), each partition checked to have rows."""
+def _failed_compressions(store: ResultsStore, experiment: Experiment, partitions: Sequence[Key]) -> dict[Key, int]:
+    """Partitions whose ``compressed`` step ran but failed on every item: their error count (no rows)."""
+    counts = store.query("SELECT codec, bitrate, count(*) AS n FROM errors WHERE experiment = ? AND stage = "
+                         "'compressed' GROUP BY codec, bitrate", [experiment.name])
+    failed = {(r.codec, r.bitrate): int(r.n) for r in counts.itertuples(index=False)}
+    present = store.query("SELECT DISTINCT codec, bitrate FROM compressed WHERE experiment = ?", [experiment.name])
+    with_rows = set(zip(present["codec"], present["bitrate"], strict=True))
+    return {k: failed[k] for k in dict.fromkeys(partitions) if k in failed and k not in with_rows}
+
+
+def _failed_note(key: Key, errors: int) -> str:
+    return (f"{key[0]}@{key[1]}: every item failed in compressed ({errors} error(s); see the errors table): "
+            "nothing to measure")
+
+
+def _partitions(store: ResultsStore, experiment: Experiment, partitions: Sequence[Key]
+                ) -> tuple[pd.DataFrame, dict[Key, int]]:
+    """The compressed rows of every partition given (in item order), and the partitions whose every item
+    failed in ``compressed`` (no rows, their error count); any other partition without rows is an error."""
     parts = list(dict.fromkeys(partitions))
     if not parts:
         raise ValueError("no partitions given")
@@ -93,11 +110,12 @@ def _partitions(store: ResultsStore, experiment: Experiment, partitions: Sequenc
     wanted = pd.DataFrame(parts, columns=["codec", "bitrate"])
     rows = rows.merge(wanted, on=["codec", "bitrate"], how="inner")
     present = set(zip(rows["codec"], rows["bitrate"], strict=True))
+    failed = _failed_compressions(store, experiment, [k for k in parts if k not in present])
     for codec, bitrate in parts:
-        if (codec, bitrate) not in present:
+        if (codec, bitrate) not in present and (codec, bitrate) not in failed:
             raise RuntimeError(f"{experiment.name}/compressed has no rows for {codec}@{bitrate}: materialise that "
                                "partition first")
-    return rows.sort_values(["item_id", "codec", "bitrate"], kind="stable").reset_index(drop=True)
+    return rows.sort_values(["item_id", "codec", "bitrate"], kind="stable").reset_index(drop=True), failed
 
 
 def _make_task(spec: TaskSpec, settings: Settings) -> Task:
@@ -452,9 +470,11 @@ def predictions_partitions(experiment: Experiment, partitions: Sequence[Key], st
                            ) -> dict[Key, StepSummary]:
     """Each task on the cached reconstructions of every (codec, bitrate) partition given; one store write."""
     parts = list(dict.fromkeys(partitions))
-    frame = _partitions(store, experiment, parts)
+    frame, failed = _partitions(store, experiment, parts)
     counts = frame.groupby(["codec", "bitrate"]).size()
     summaries = {k: StepSummary(items=int(counts.get(k, 0))) for k in parts}
+    for key, n in failed.items():
+        summaries[key].notes.append(_failed_note(key, n))
     writes: list[tuple[str, dict[str, Any], pd.DataFrame]] = []
     for spec in experiment.tasks:
         try:
@@ -472,7 +492,7 @@ def predictions_partitions(experiment: Experiment, partitions: Sequence[Key], st
                            ("task_scores", keys, _score_frame([], ""))]  # no stale rows survive
             continue
         for codec, bitrate in parts:
-            preds, errors = run.preds[(codec, bitrate)], run.errors[(codec, bitrate)]
+            preds, errors = run.preds.get((codec, bitrate), {}), run.errors.get((codec, bitrate), [])
             keys = {"experiment": experiment.name, "codec": codec, "bitrate": bitrate, "task": spec.name}
             writes += [("predictions", keys, _prediction_rows(preds, task.model_id)),
                        ("errors", {"experiment": experiment.name, "stage": f"predictions:{spec.name}", "codec": codec,
@@ -500,6 +520,10 @@ def task_scores_partitions(experiment: Experiment, partitions: Sequence[Key], st
     items = _manifest(store, experiment)
     labels = dict(zip(items["item_id"], items["label"], strict=True))
     summaries = {k: StepSummary(items=len(items)) for k in parts}
+    failed = _failed_compressions(store, experiment, parts)
+    for key, n in failed.items():
+        summaries[key].items = 0
+        summaries[key].notes.append(_failed_note(key, n))
     writes: list[tuple[str, dict[str, Any], pd.DataFrame]] = []
     for spec in experiment.tasks:
         task = _make_task(spec, settings)
@@ -515,6 +539,10 @@ def task_scores_partitions(experiment: Experiment, partitions: Sequence[Key], st
 
         ref = partition_predictions((REFERENCE, REFERENCE))
         for codec, bitrate in parts:
+            keys = {"experiment": experiment.name, "codec": codec, "bitrate": bitrate, "task": spec.name}
+            if (codec, bitrate) in failed:  # nothing was coded, so nothing to score: no stale rows survive
+                writes.append(("task_scores", keys, _score_frame([], task.model_id)))
+                continue
             preds = partition_predictions((codec, bitrate))
             if spec.optional and not preds and not ref:
                 summaries[(codec, bitrate)].notes.append(
@@ -531,7 +559,6 @@ def task_scores_partitions(experiment: Experiment, partitions: Sequence[Key], st
             scores = list(task.score_labels(ids, [preds[i] for i in ids], [labels.get(i) for i in ids]))
             both = [i for i in ids if i in ref]
             scores += task.score_reference(both, [preds[i] for i in both], [ref[i] for i in both])
-            keys = {"experiment": experiment.name, "codec": codec, "bitrate": bitrate, "task": spec.name}
             frame = _score_frame(scores, task.model_id)
             writes.append(("task_scores", keys, frame))
             summaries[(codec, bitrate)].rows += len(frame)
@@ -592,7 +619,7 @@ def quality_partitions(experiment: Experiment, partitions: Sequence[Key], store:
     from mpq_assets.device import resolve_device
 
     parts = list(dict.fromkeys(partitions))
-    frame = _partitions(store, experiment, parts)
+    frame, failed = _partitions(store, experiment, parts)
     device = str(resolve_device(settings.device))
     names = list(experiment.quality_metrics)
     rows: dict[Key, list[dict]] = {p: [] for p in parts}
@@ -630,6 +657,8 @@ def quality_partitions(experiment: Experiment, partitions: Sequence[Key], store:
         keys = {"experiment": experiment.name, "codec": key[0], "bitrate": key[1]}
         writes += [("quality", keys, df), ("errors", {**keys, "stage": "quality"}, _errors_frame(errors[key]))]
         summary = StepSummary(items=int(counts.get(key, 0)), errors=len(errors[key]), rows=len(df))
+        if key in failed:
+            summary.notes.append(_failed_note(key, failed[key]))
         for name, ids_ in skipped[key].items():
             note = f"{name} skipped for {len(ids_)} item(s): {'; '.join(ids_)}"
             logger.info(note)
