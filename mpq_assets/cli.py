@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "check both give the same numbers (docs/performance.md)")
     bench_cli.add_arguments(bench)
     bench.set_defaults(func=bench_cli.run)
+    from mpq_assets.bench import codecs as codec_bench
+
+    bench_codecs = sub.add_parser("bench-codecs", help="encode/decode throughput of the neural codecs per device and "
+                                  "batch size (images/s, audio-s/s; docs/performance.md)")
+    codec_bench.add_arguments(bench_codecs)
+    bench_codecs.set_defaults(func=codec_bench.run)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 import torch
@@ -38,7 +40,29 @@ def codec_batch_size(device: torch.device) -> int:
     On CPU a batch is no faster than single items (docs/performance.md) and one item at a time gives
     each file bit for bit what encoding it alone gives; on a GPU batches keep the device busy.
     """
-    chosen = load_settings().codec_batch
-    if chosen is not None:
-        return chosen
-    return 8 if device.type in ("cuda", "mps") else 1
+    text = load_settings().codec_batch
+    if text is None:
+        return 8 if device.type in ("cuda", "mps") else 1
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"MPQ_CODEC_BATCH={text!r} must be a whole number >= 1")
+    return value
+
+
+@contextmanager
+def exact_convolutions() -> Iterator[None]:
+    """cuDNN convolutions in full FP32 while a neural codec's transforms run.
+
+    PyTorch lets cuDNN use TF32 (10-bit mantissa) by default on Ampere and newer GPUs, which moves a
+    codec's latents by ~1e-3 instead of ~1e-8 and so its files and reconstructions away from the CPU's;
+    a codec's output should not depend on a precision switch of the GPU it ran on.
+    """
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous

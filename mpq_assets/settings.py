@@ -38,7 +38,7 @@ class Settings:
     offline: bool
     lock_timeout_s: float
     spool_dir: Path | None = None  # set: results are spooled as Parquet units (docs/scale_out.md)
-    codec_batch: int | None = None  # neural codecs' batch size; None: by device (``device.codec_batch_size``)
+    codec_batch: str | None = None  # MPQ_CODEC_BATCH as given; ``device.codec_batch_size`` parses it
 
     @property
     def reports_dir(self) -> Path:
@@ -63,19 +63,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         offline=env.get("MPQ_OFFLINE", "0").strip().lower() in _TRUE,
         lock_timeout_s=float(env.get("MPQ_LOCK_TIMEOUT_S", "120")),
         spool_dir=Path(env["MPQ_SPOOL_DIR"]).expanduser().resolve() if env.get("MPQ_SPOOL_DIR") else None,
-        codec_batch=_positive_int(env, "MPQ_CODEC_BATCH"),
+        codec_batch=env.get("MPQ_CODEC_BATCH", "").strip() or None,
     )
-
-
-def _positive_int(env: dict[str, str], name: str) -> int | None:
-    """An optional whole number >= 1 from the environment, with an error that names the variable."""
-    text = env.get(name, "").strip()
-    if not text:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{name}={text!r} must be a whole number >= 1")
-    return value

@@ -46,19 +46,23 @@ def same(got, want) -> None:  # noqa: ANN001
 # ------------------------------------------------------------------------------------------------ neural codecs
 
 
-def compressai_model(arch, quality: int, seed: int) -> torch.nn.Module:  # noqa: ANN001
+def compressai_model(arch, quality: int, seed: int, scale: float = 1.0) -> torch.nn.Module:  # noqa: ANN001
+    """A random model; ``scale`` enlarges its latents (more bits), so qualities of distinct rates can be made."""
     torch.manual_seed(seed)
     model = arch(quality=quality, pretrained=False)
+    with torch.no_grad():
+        model.g_a[-1].weight.mul_(scale)
+        model.g_a[-1].bias.mul_(scale)
     model.update(force=True)
     return model.eval()
 
 
 def hific_codec(batch_size: int | None = None) -> HiFiC:
     models = {}
-    for seed, regime in enumerate(("low", "med")):
+    for seed, (regime, channels) in enumerate((("low", 4), ("med", 32))):  # more latents, more bits
         torch.manual_seed(seed)
         models[regime] = HiFiCModel(HiFiCConfig(hyper_channels=6, n_residual_blocks=2, base_filters=4,
-                                                latent_channels=8)).eval()
+                                                latent_channels=channels)).eval()
     return HiFiC.from_models(models, batch_size=batch_size)
 
 
@@ -103,6 +107,7 @@ def counting(codec: Codec) -> list[int]:
 
 def far_budgets(sizes: list[int]) -> list[int]:
     """Budgets between the rungs' sizes, none near a boundary, so a batch's last-bit roundings cannot move them."""
+    assert all(b - a >= 64 for a, b in zip(sizes, sizes[1:], strict=False)), f"rungs too close for this test: {sizes}"
     return [sizes[0] // 2] + [(a + b) // 2 for a, b in zip(sizes, sizes[1:], strict=False)] + [sizes[-1] * 2]
 
 
@@ -141,7 +146,7 @@ def check_lockstep_search(single: Codec, batched: Codec, items: list) -> None:
 
 @pytest.mark.parametrize(("cls", "arch"), [(Mbt2018, mbt2018), (Cheng2020Anchor, cheng2020_anchor)])
 def test_compressai_batches_and_budgets(cls, arch) -> None:  # noqa: ANN001
-    models = {q: compressai_model(arch, q, q) for q in (1, 2, 3)}
+    models = {q: compressai_model(arch, q, q, scale=3.0 ** q) for q in (1, 2, 3)}
     single, batched = cls.from_model(models), cls.from_model(models, batch_size=3)
     items = batch_images()
     check_batched_codec(single, batched, items, 2, levels=1.0)
@@ -168,7 +173,11 @@ def test_compressai_entropy_path_copy_codes_like_the_model(monkeypatch: pytest.M
         y = model.g_a(x)
         ref = model.compress(x)
         out = cb._with_modules(clone, g_a=cb._Given(y)).compress(y)
+        capture = cb._Capture()
+        cb._with_modules(clone, g_s=capture).decompress(ref["strings"], ref["shape"])
+        x_hat = model.decompress(ref["strings"], ref["shape"])["x_hat"]
     assert out["strings"] == ref["strings"] and tuple(out["shape"]) == tuple(ref["shape"])
+    assert torch.equal(model.g_s(capture.value).clamp_(0, 1), x_hat)  # the copy decodes the latent the model does
 
 
 def test_hific_batches_and_budgets() -> None:
@@ -192,8 +201,14 @@ def test_encodec_one_encoder_pass_for_all_budgets_and_batches(cls, name: str, sr
     single, batched = cls.from_model(model), cls.from_model(model, batch_size=4)
     items = clips(sr)
     items.append(Audio(np.roll(items[0].samples, 77, axis=1), sr))  # the first clip's length: one batch
+    from encodec.compress import compress
+
     for item in items:
         ladder = single.ladder(item)
+        wav = single._to_model(item, model)
+        for bw in ladder:  # our ECDC writer is the package's, byte for byte
+            model.set_target_bandwidth(bw)
+            assert single.encode(item, bw) == compress(model, wav, use_lm=False)
         # the codes of a lower bandwidth are the first codebooks of a higher one: one pass gives every file
         exact = [single.expected_size(item, bw) for bw in ladder]
         shared = single.encode_to_budgets(item, exact + [1])
@@ -316,3 +331,25 @@ def test_compressed_batches_a_neural_codec_into_files_that_decode_alone(tmp_path
             alone = single.decode(data, original)  # a batch-written file decodes alone ...
             stored = load_image(row["decoded_path"])  # ... to the batch-decoded reconstruction, within a level
             assert np.abs(alone.astype(int) - stored.astype(int)).max() <= 1
+
+
+def test_compressed_keeps_an_item_the_codec_cannot_take_out_of_the_batch(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from mpq_assets.pipeline.compress import _map_jobs
+
+    codec = Encodec48.from_model(encodec_model("encodec-48khz", 0), batch_size=4)
+    rng = np.random.default_rng(3)
+    jobs, shapes = [], {"a": 1, "b": 1, "surround": 6, "c": 1}
+    for name, channels in shapes.items():
+        path = tmp_path / f"{name}.flac"
+        sf.write(path, (0.2 * rng.standard_normal((48_000, channels))).astype(np.float32), 48_000, subtype="PCM_16")
+        jobs.append(_Job(codec, name, str(path), "audio", (50.0, 200.0),
+                         tuple(tmp_path / "out" / f"{r:g}" / f"{name}.ecdc" for r in (50.0, 200.0))))
+    device_batches: list[int] = []
+    codec.model().encoder.register_forward_hook(
+        lambda module, inputs, output: device_batches.append(inputs[0].shape[0]))
+    results = dict(zip(shapes, _map_jobs(codec, jobs, workers=1), strict=True))
+    assert all(isinstance(r, Failed) and "1 or 2 channels" in r.error for r in results["surround"])
+    assert all(isinstance(r, dict) for name in ("a", "b", "c") for r in results[name])
+    assert max(device_batches) == 3  # the three good clips' 1 s segments went through the encoder together

@@ -52,3 +52,32 @@ def test_speech_paths_give_the_same_numbers(mpq_home: Path, tmp_path: Path) -> N
     report = run_bench(spec, root=tmp_path / "bench", in_process=True, say=quiet)
     assert report.comparison.mismatches == []
     assert report.comparison.checked["predictions"] == 2  # the reconstruction and the reference transcript
+
+
+def test_codec_throughput_bench_times_batches_and_checks_files(mpq_home: Path, tmp_path: Path) -> None:
+    """``mpq bench-codecs`` on a small case: one row per (codec, device, batch), rates from real timings, and the
+    speech items cut to one length so that the whole-clip 24 kHz model can batch them."""
+    import json
+
+    import torch
+
+    from mpq_assets.bench.codecs import demo_items, run_codec_bench, table
+    from mpq_assets.cli import main
+
+    clips = demo_items("audio", 3)
+    assert len({c.frames for c in clips}) == 1 and clips[0].duration_s == pytest.approx(2.0)
+    images = demo_items("image", 2)
+    assert [i.shape for i in images] == [(384, 512, 3)] * 2
+    torch.set_num_threads(1)
+    rows = run_codec_bench(["encodec-24khz"], ["cpu"], [1, 3], 3, 1, weights="random", progress=quiet)
+    assert [(r.codec, r.device, r.batch, r.weights, r.items, r.unit) for r in rows] == \
+        [("encodec-24khz", "cpu", b, "random", 3, "audio s") for b in (1, 3)]
+    assert all(r.encode_per_s > 0 and r.decode_per_s > 0 and r.peak_device_mb is None for r in rows)
+    assert rows[0].alone_max_diff == 0.0 and 0.0 <= rows[1].alone_max_diff < 1e-4  # files decode alone on the CPU
+    assert rows[0].bytes_per_item == rows[1].bytes_per_item  # EnCodec's size depends on the duration only
+    text = table(rows)
+    assert "| encodec-24khz | cpu | 3 | random |" in text and "1.00x / 1.00x" in text
+    out = tmp_path / "rows.json"
+    assert main(["bench-codecs", "--codecs", "encodec-24khz", "--devices", "cpu", "--batches", "2", "--items", "2",
+                 "--repeat", "1", "--weights", "random", "--json", str(out)]) == 0
+    assert [r["batch"] for r in json.loads(out.read_text())] == [2]

@@ -90,6 +90,11 @@ class Codec(ABC):
         """
         return None
 
+    def check(self, item: Item) -> None:
+        """Raise :class:`CodecError` if this codec cannot take ``item`` at all (kind, shape, channels): a cheap
+        test with no model, so that ``compressed`` can keep a bad item out of a batch of good ones."""
+        return None
+
     @abstractmethod
     def ladder(self, item: Item) -> Sequence[Any]:
         """Settings for this item, ordered from lowest to highest rate."""
@@ -132,11 +137,12 @@ class Codec(ABC):
         return [self.encode_to_budgets(item, b) for item, b in zip(items, budgets, strict=True)]
 
     def encode_batch(self, items: Sequence[Item], setting: Any) -> list[bytes]:
-        """Encode several items at one setting: the same bytes as ``[encode(i, setting) for i in items]``."""
+        """Encode several items at one setting, one file each (per item here; batched codecs override it, and
+        say where a batch can differ from single items in the last bits)."""
         return [self.encode(item, setting) for item in items]
 
     def decode_batch(self, data: Sequence[bytes], like: Sequence[Item]) -> list[Item]:
-        """Decode several bitstreams: the same items as ``decode`` one by one."""
+        """Decode several bitstreams (per item here; batched codecs override it)."""
         return [self.decode(d, item) for d, item in zip(data, like, strict=True)]
 
     @classmethod

@@ -15,19 +15,26 @@ constraint. So here:
   hyper-analysis, the coding of z, ``h_s``, the autoregressive loop -- runs on a
   CPU copy, one image at a time, the same way at both ends.
 
-A file therefore decodes on its own, on any machine, whatever batch and device
-encoded it (given the same CompressAI and torch builds), and the CPU is also
-where CompressAI recommends running the sequential autoregressive coder. What a
+A file therefore decodes on its own, whatever batch and device encoded it, on
+any machine whose CPU computes the entropy path to the same bits (the same
+CompressAI and torch builds on the same kind of CPU: oneDNN's AVX2 and AVX-512
+kernels can differ in the last bit, CompressAI's own caveat), and the CPU is
+also where CompressAI recommends running the sequential autoregressive coder.
+On a GPU the transforms run in full FP32 (:func:`~mpq_assets.device.exact_convolutions`:
+no TF32), so they stay within float error of the CPU's. What a
 batch can change: batched convolutions differ from single-image ones by ~1e-8,
 so a latent that close to a rounding boundary may round the other way (another
 valid file), and a decoded pixel that close to a level boundary may move one
 level. With a batch of one on the CPU the result is bit for bit CompressAI's
 ``model.compress(x)`` / ``model.decompress(...)`` (tested).
 
-How. Every CompressAI model's ``compress`` begins with ``y = self.g_a(x)`` and its
-``decompress`` ends with ``self.g_s(y_hat)``; we call them on a shallow clone whose
-``g_a`` returns the latent computed in the batch and whose ``g_s`` keeps its input
-for the batched synthesis. Any CompressAI architecture works unchanged.
+How. CompressAI's hyperprior models' ``compress`` begins with ``y = self.g_a(x)``
+and their ``decompress`` ends with ``self.g_s(y_hat)``; we call them on a shallow
+clone whose ``g_a`` returns the latent computed in the batch and whose ``g_s``
+keeps its input for the batched synthesis. That holds for the zoo's models whose
+tensors all live in submodules (``mbt2018``, ``cheng2020-anchor``, the
+bmshj2018 family); :func:`entropy_model` refuses a model with tensors of its own
+(the variable-rate models' gain vectors), whose CPU copy would miss them.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import torch
 from torch import nn
 
 from mpq_assets.codecs.batching import shape_batches
+from mpq_assets.device import exact_convolutions
 
 ENTROPY_DEVICE = torch.device("cpu")
 TRANSFORMS = ("g_a", "g_s")  # the modules that run on the model's device, in batches
@@ -90,6 +98,11 @@ def entropy_model(model: nn.Module) -> nn.Module:
     its submodules but ``g_a`` and ``g_s`` (made once per model)."""
     if model_device(model).type == ENTROPY_DEVICE.type:
         return model
+    own = [name for name, _ in model.named_parameters(recurse=False)] + \
+        [name for name, _ in model.named_buffers(recurse=False)]
+    if own:
+        raise TypeError(f"{type(model).__name__} holds tensors outside its submodules ({', '.join(own)}); its "
+                        "entropy path cannot be split off to the CPU")
     with _LOCK:
         if model not in _ENTROPY:
             parts = {name: None if name in TRANSFORMS or module is None else copy.deepcopy(module).to(ENTROPY_DEVICE)
@@ -105,8 +118,8 @@ def compress_batch(model: nn.Module, images: Sequence[torch.Tensor], batch_size:
     device, entropy = model_device(model), entropy_model(model)
     out: list[dict[str, Any] | None] = [None] * len(images)
     for group in shape_batches([tuple(x.shape) for x in images], batch_size):
-        x = torch.stack([images[i] for i in group]).to(device)
-        y = model.g_a(x).to(ENTROPY_DEVICE)
+        with exact_convolutions():
+            y = model.g_a(torch.stack([images[i] for i in group]).to(device)).to(ENTROPY_DEVICE)
         for j, i in enumerate(group):
             latent = y[j:j + 1]
             out[i] = _with_modules(entropy, g_a=_Given(latent)).compress(latent)
@@ -127,8 +140,8 @@ def decompress_batch(model: nn.Module, entries: Sequence[tuple[Sequence[bytes], 
         latents.append(capture.value)
     out: list[torch.Tensor | None] = [None] * len(entries)
     for group in shape_batches([tuple(y.shape) for y in latents], batch_size):
-        y_hat = torch.cat([latents[i] for i in group]).to(device)
-        x_hat = model.g_s(y_hat).clamp_(0, 1).to(ENTROPY_DEVICE)
+        with exact_convolutions():
+            x_hat = model.g_s(torch.cat([latents[i] for i in group]).to(device)).clamp_(0, 1).to(ENTROPY_DEVICE)
         for j, i in enumerate(group):
-            out[i] = x_hat[j]
+            out[i] = x_hat[j].clone()  # not a view: an item must not keep its whole batch alive
     return out  # type: ignore[return-value]

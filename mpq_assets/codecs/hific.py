@@ -198,6 +198,9 @@ class HiFiC(Codec):
     def batched(self) -> bool:  # type: ignore[override]
         return self.batch_size > 1
 
+    def check(self, item: Item) -> None:
+        _as_image(item, self.name)
+
     def ladder(self, item: Item) -> Sequence[str]:
         return list(self._regimes)
 

@@ -86,6 +86,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mpq_assets.codecs.batching import shape_batches
+from mpq_assets.device import exact_convolutions
 from mpq_assets.settings import load_settings
 from mpq_assets.storage_paths import atomic_write_bytes
 from mpq_assets.weights import ModelNotAvailableError, sha256_file
@@ -461,7 +462,8 @@ class HiFiCCoder:
                 raise ValueError(f"HiFiCCoder takes images (3, H, W) padded by pad_to_stride, got {tuple(x.shape)}")
         out: list[HiFiCBitstream | None] = [None] * len(images)
         for group in shape_batches([tuple(x.shape) for x in images], batch_size):
-            y, z = self.model.analysis(torch.stack([images[i] for i in group]).to(self.device))
+            with exact_convolutions():
+                y, z = self.model.analysis(torch.stack([images[i] for i in group]).to(self.device))
             y, z = y.float().cpu(), z.float().cpu()
             for j, i in enumerate(group):
                 out[i] = self._code(y[j:j + 1], z[j:j + 1])
@@ -487,9 +489,10 @@ class HiFiCCoder:
         latents = [self._latent(b) for b in bitstreams]
         out: list[torch.Tensor | None] = [None] * len(latents)
         for group in shape_batches([tuple(y.shape) for y in latents], batch_size):
-            x = self.model.synthesis(torch.cat([latents[i] for i in group]).to(self.device)).float().cpu()
+            with exact_convolutions():
+                x = self.model.synthesis(torch.cat([latents[i] for i in group]).to(self.device)).float().cpu()
             for j, i in enumerate(group):
-                out[i] = x[j]
+                out[i] = x[j].clone()  # not a view: an item must not keep its whole batch alive
         return out  # type: ignore[return-value]
 
     def _latent(self, bitstream: HiFiCBitstream) -> torch.Tensor:

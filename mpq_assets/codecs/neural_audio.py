@@ -14,10 +14,14 @@ Settings. The ladder is the model's bandwidths, ascending (24 kHz: 1.5, 3, 6,
 codebooks (bandwidth / (frame rate x 10 bits), 75 and 150 frames/s), so without
 the entropy-coding LM the size depends only on the clip's duration and the
 bandwidth: :func:`ecdc_size` gives it exactly (tests compare it with the bytes
-written), and :meth:`encode_to_budget` uses it to pick the rung, encodes once and
-accepts the result only if the bytes written are within the budget -- the rate is
-always the bytes written (DESIGN.md). With the LM (``encodec-*-lm``, opt-in) sizes
-depend on content and the shared bisection is used.
+written), and :meth:`encode_to_budgets` uses it to pick each budget's rung and
+checks the bytes written against it -- the rate is always the bytes written
+(DESIGN.md). The residual codebooks are coded in order, so the codes at a lower
+bandwidth are the first codebooks of the codes at a higher one: every target
+ratio of a clip comes from one encoder pass at the highest bandwidth any of them
+needs, each file byte for byte its own encode (:func:`pack_ecdc`; tested). With
+the LM (``encodec-*-lm``, opt-in) sizes depend on content and the shared
+bisection is used.
 
 Audio mapping. The item is resampled (``mpq_assets.media.audio.resample``) to the
 model rate and mapped to its channels (``remix``: the 24 kHz model down-mixes to
@@ -46,10 +50,15 @@ raises :class:`~mpq_assets.weights.ModelNotAvailableError` -- it never falls bac
 to random weights. ``from_model`` wraps a model that is already built (tests use
 randomly initialised ones).
 
-Batching. Clips go through the model one at a time: batched convolutions of the
-encoder and decoder are not bitwise equal to single-clip ones on CPU (up to 7e-8
-measured), enough to move a code to its neighbour in the codebook on a near tie, so a
-file would depend on its batch companions (``neural_image``'s docstring).
+Batching. ``batch_size`` segments of one length go through the encoder (and the
+decoder) together on the device (:func:`encode_frames`, :func:`decode_frames`;
+default ``MPQ_CODEC_BATCH``, else 1 on CPU and 8 on a GPU). The 48 kHz model's
+1 s segments batch across clips; the 24 kHz model codes a clip as one segment,
+so only clips of one length share a batch. The file is bit-packed codes, so a
+file a batch wrote decodes alone; batched convolutions differ from single-clip
+ones by up to 7e-8 on CPU, which can move a code to its neighbour on a near tie.
+With a batch of one the file is byte for byte the package's ``compress`` (tested).
+The LM codecs code clip by clip.
 
 Device. Models are cached per (name, device) for the process (``resolve_device``:
 cuda > mps > cpu). Without the LM the bitstream is bit-packed codes, so encode and
@@ -66,6 +75,7 @@ import os
 import struct
 import threading
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,7 +381,7 @@ def read_frames(data: bytes, model: EncodecModel, codec: str) -> tuple[int, list
                 prev = torch.zeros(1, nc, 1, dtype=torch.long, device=device)
             else:
                 unpacker = binary.BitUnpacker(model.bits_per_codebook, fo)
-            codes = torch.zeros(1, nc, steps, dtype=torch.long, device=device)
+            codes = torch.zeros(1, nc, steps, dtype=torch.long)  # filled code by code on the CPU, then moved once
             for t in range(steps):
                 if lm is not None:
                     with torch.no_grad():
@@ -386,8 +396,8 @@ def read_frames(data: bytes, model: EncodecModel, codec: str) -> tuple[int, list
                         raise EOFError("the stream ended sooner than expected")
                     codes[0, k, t] = code
                 if lm is not None:
-                    prev = 1 + codes[:, :, t:t + 1]
-            frames.append((codes, scale))
+                    prev = 1 + codes[:, :, t:t + 1].to(device)
+            frames.append((codes.to(device), scale))
     except (EOFError, struct.error) as exc:
         raise CodecError(f"{codec}: cannot decode bitstream: {exc}") from exc
     return length, frames
@@ -400,10 +410,12 @@ def decode_frames(model: EncodecModel, files: Sequence[tuple[int, Sequence[Frame
     import torch
     from encodec.utils import _linear_overlap_add
 
+    from mpq_assets.device import exact_convolutions
+
     segments = [(f, k) for f, (_, frames) in enumerate(files) for k in range(len(frames))]
     decoded: dict[tuple[int, int], torch.Tensor] = {}
     shapes = [tuple(files[f][1][k][0].shape) for f, k in segments]
-    with torch.no_grad():
+    with torch.no_grad(), exact_convolutions():
         for group in shape_batches(shapes, batch_size):
             members = [segments[i] for i in group]
             codes = torch.cat([files[f][1][k][0] for f, k in members])
@@ -427,23 +439,24 @@ def encode_frames(model: EncodecModel, wavs: Sequence[torch.Tensor], bandwidth: 
     order, so the codes of a lower bandwidth are the first codebooks of these (:func:`pack_ecdc`)."""
     import torch
 
-    segments = []
+    from mpq_assets.device import exact_convolutions
+
+    segments = []  # (clip, segment index, samples)
     for w, wav in enumerate(wavs):
         length = wav.shape[-1]
         seg = model.segment_length or length
         stride = model.segment_stride or length
-        segments += [(w, wav[:, offset:offset + seg]) for offset in range(0, length, stride)]
-    frames: list[list[Frame | None]] = [[] for _ in wavs]
-    for w, _ in segments:
-        frames[w].append(None)
-    slot = [sum(1 for v, _ in segments[:i] if v == w) for i, (w, _) in enumerate(segments)]
+        segments += [(w, k, wav[:, offset:offset + seg]) for k, offset in enumerate(range(0, length, stride))]
+    counts = Counter(w for w, *_ in segments)
+    frames: list[list[Frame | None]] = [[None] * counts[w] for w in range(len(wavs))]
     device = next(model.parameters()).device
-    with _RUN_LOCK, torch.no_grad():  # set_target_bandwidth mutates the shared model
+    with _RUN_LOCK, torch.no_grad(), exact_convolutions():  # set_target_bandwidth mutates the shared model
         model.set_target_bandwidth(bandwidth)
-        for group in shape_batches([tuple(x.shape) for _, x in segments], batch_size):
-            codes, scale = model._encode_frame(torch.stack([segments[i][1] for i in group]).to(device))
+        for group in shape_batches([tuple(x.shape) for *_, x in segments], batch_size):
+            codes, scale = model._encode_frame(torch.stack([segments[i][2] for i in group]).to(device))
             for j, i in enumerate(group):
-                frames[segments[i][0]][slot[i]] = (codes[j:j + 1], None if scale is None else scale[j].view(1))
+                w, k, _ = segments[i]
+                frames[w][k] = (codes[j:j + 1], None if scale is None else scale[j].view(1))
     return frames  # type: ignore[return-value]
 
 
@@ -532,6 +545,9 @@ class _Encodec(Codec):
         return self._model
 
     # -- audio <-> model format
+
+    def check(self, item: Item) -> None:
+        self._check(item)
 
     def _check(self, item: Item) -> Audio:
         audio = as_audio(item, self.name)
@@ -649,32 +665,33 @@ class _Encodec(Codec):
         if not items:
             return []
         model = self.model()
+        ladder = list(_spec(self.model_key).bandwidths)
         picks = []  # per clip: the rung each budget picks
         for item, item_budgets in zip(items, budgets, strict=True):
             sizes = [self.expected_size(item, bw) for bw in self.ladder(item)]
             picks.append([max((i for i, size in enumerate(sizes) if size <= b), default=0) for b in item_budgets])
-        ladder = list(_spec(self.model_key).bandwidths)
-        top = ladder[max(max(p, default=0) for p in picks)]
-        audios = [self._check(item) for item in items]
-        wavs = [self._to_model(audio, model) for audio in audios]
-        t0 = time.perf_counter()
-        frames = encode_frames(model, wavs, top, self.batch_size)
-        each = (time.perf_counter() - t0) / len(items)
-        out = []
-        for item, item_budgets, rungs, wav, item_frames in zip(items, budgets, picks, wavs, frames, strict=True):
-            answers, files = [], {}
-            for k, (budget, rung) in enumerate(zip(item_budgets, rungs, strict=True)):
-                bandwidth = ladder[rung]
-                if bandwidth not in files:
-                    files[bandwidth] = pack_ecdc(model, wav.shape[-1], item_frames, num_codebooks(model, bandwidth))
-                data = files[bandwidth]
-                if len(data) != self.expected_size(item, bandwidth):
-                    raise CodecError(f"{self.name} at {self.label(bandwidth)}: wrote {len(data)} bytes, the ECDC "
-                                     f"layout gives {self.expected_size(item, bandwidth)}")
-                answers.append(Encoded(data, self.label(bandwidth), len(data) <= budget, int(k == 0),
-                                       each if k == 0 else 0.0))
-            out.append(answers)
-        return out
+        out: list[list[Encoded] | None] = [None] * len(items)
+        for top in sorted({max(p, default=0) for p in picks}):  # clips that need the same top bandwidth together
+            members = [i for i, p in enumerate(picks) if max(p, default=0) == top]
+            t0 = time.perf_counter()
+            wavs = [self._to_model(self._check(items[i]), model) for i in members]
+            frames = encode_frames(model, wavs, ladder[top], self.batch_size)
+            files: list[dict[int, bytes]] = []
+            for i, wav, clip in zip(members, wavs, frames, strict=True):
+                files.append({r: pack_ecdc(model, wav.shape[-1], clip, num_codebooks(model, ladder[r]))
+                              for r in set(picks[i])})
+            each = (time.perf_counter() - t0) / len(members)
+            for i, clip_files in zip(members, files, strict=True):
+                answers = []
+                for k, (budget, rung) in enumerate(zip(budgets[i], picks[i], strict=True)):
+                    data, expected = clip_files[rung], self.expected_size(items[i], ladder[rung])
+                    if len(data) != expected:
+                        raise CodecError(f"{self.name} at {self.label(ladder[rung])}: wrote {len(data)} bytes, "
+                                         f"the ECDC layout gives {expected}")
+                    answers.append(Encoded(data, self.label(ladder[rung]), len(data) <= budget, int(k == 0),
+                                           each if k == 0 else 0.0))
+                out[i] = answers
+        return out  # type: ignore[return-value]
 
 
 class Encodec24(_Encodec):

@@ -39,7 +39,7 @@ Container (``.mpqc``)
     The header costs ``34 + len(name) + len(device)`` bytes (44 for
     ``mbt2018`` on cpu) and counts toward the rate. A user decodes a file with
     :func:`decode_file` (or ``Mbt2018().decode(data, like=None)``); it needs the
-    same weights and the same device type.
+    same weights, on any device (the entropy path runs on the CPU: below).
 
 Padding
     The models need sides that are multiples of 64 (four stride-2 analysis
@@ -463,6 +463,9 @@ class NeuralImageCodec(Codec):
     def label(self, setting: Any) -> str:
         return f"q={setting}"
 
+    def check(self, item: np.ndarray) -> None:
+        self._check_item(item)
+
     def _check_item(self, item: np.ndarray) -> None:
         if not isinstance(item, np.ndarray) or item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
             what = f"{item.dtype} array of shape {item.shape}" if isinstance(item, np.ndarray) else type(item).__name__
@@ -525,8 +528,8 @@ class NeuralImageCodec(Codec):
         if c.device_type != ENTROPY_DEVICE.type:
             msg = (f"{self.name}: this file was entropy-coded on {c.device_type!r}; this reader runs the entropy "
                    f"model on {ENTROPY_DEVICE.type!r}, and CompressAI decodes reliably only on the device type "
-                   "that encoded (DESIGN.md). Re-encode the original with this version: its files always say "
-                   f"{ENTROPY_DEVICE.type!r} and decode on any machine.")
+                   "that encoded (README, 'Neural codecs'). Re-encode the original with this version: its files "
+                   f"always say {ENTROPY_DEVICE.type!r} and decode on any machine.")
             if self.on_device_mismatch == "error":
                 raise CodecError(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=3)

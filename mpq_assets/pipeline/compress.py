@@ -19,7 +19,8 @@ pass (what a backfill run of many partitions gets), item by item:
   the default on a GPU) get items in groups for their batched model calls
   instead;
 - memory does not grow with the dataset: items stream through (a worker holds
-  one item, a batch at most ``BATCH`` items) and only the small rows are kept.
+  one item, a batched codec a window of at most ``max(BATCH, 4 x batch_size)``
+  items) and only the small rows are kept.
 
 :func:`compress_partition` is the one-partition case.
 """
@@ -222,7 +223,9 @@ def _run_batch(codec: Codec, jobs: Sequence[_Job]) -> list[list[dict | Exception
     loaded: list[tuple[int, Item]] = []
     for k, job in enumerate(jobs):
         try:
-            loaded.append((k, load_item(job.original_path, job.modality)))
+            item = load_item(job.original_path, job.modality)
+            codec.check(item)  # an item the codec cannot take stays out of the batch
+            loaded.append((k, item))
         except Exception as exc:
             out[k] = [exc] * len(job.ratios)
     if loaded:
@@ -235,7 +238,9 @@ def _run_batch(codec: Codec, jobs: Sequence[_Job]) -> list[list[dict | Exception
             elapsed = (time.perf_counter() - t0) / len(items)
             batch = [(list(r), [e.seconds if e.seconds is not None else elapsed / len(r) for e in r])
                      for r in results]
-        except Exception:
+        except Exception as exc:
+            log.warning("%s: a batch of %d items failed (%s: %s); encoding them one by one to isolate the item",
+                        codec.name, len(items), type(exc).__name__, exc)
             batch = None
         decoded: dict[bytes, tuple[Item, float]] = {}
         if batch is None:  # one item failed the batch: item by item isolates it
