@@ -73,3 +73,14 @@ def test_codec_batch_size_follows_the_device_and_the_setting(monkeypatch) -> Non
     assert shape_batches(["a", "b", "a", "a", "b"], 2) == [[0, 2], [3], [1, 4]]
     with pytest.raises(ValueError, match="batch_size"):
         shape_batches(["a"], 0)
+
+
+def test_loading_the_code_location_does_not_warn_about_backfill_policy() -> None:
+    import warnings
+
+    from mpq_assets.definitions import build_definitions
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        defs = build_definitions()
+    assert defs.assets and not [w for w in caught if "backfill_policy" in str(w.message)]

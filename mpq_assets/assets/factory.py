@@ -5,6 +5,7 @@ report metadata. All rows go through the ResultsStore. Model-heavy assets carry
 ``pool="gpu"``; partitioned assets backfill as a single run so models load once.
 """
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     BackfillPolicy,
+    BetaWarning,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -78,6 +80,13 @@ def experiment_assets(experiment: Experiment, *, gpu_op_tags: Mapping[str, Any] 
                       ) -> list[AssetsDefinition]:
     """The experiment's asset group. ``gpu_op_tags`` go on every ``pool="gpu"`` asset (a deployment's
     executor reads them, e.g. ``dagster-k8s/config`` requesting ``nvidia.com/gpu``)."""
+    # backfill_policy is beta in Dagster 1.13 and used knowingly (single-run backfills): not 32 warnings per load
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
+        return _experiment_assets(experiment, gpu_op_tags)
+
+
+def _experiment_assets(experiment: Experiment, gpu_op_tags: Mapping[str, Any] | None) -> list[AssetsDefinition]:
     name = experiment.name
     partitions = codec_bitrate_partitions(experiment.modality)
     common = dict(group_name=name, kinds={"duckdb", "python"})
