@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mpq_assets.experiments import EXPERIMENTS
@@ -85,5 +86,9 @@ def test_scores_refuse_predictions_of_another_model(demo_run) -> None:
     settings, store, _, _ = demo_run
     got = load_predictions(store, settings, "demo_images", "classification", "jpeg", "20x", "efficientnet-lite0")
     assert len(got) == 11 and all(p.array is not None and p.array.shape == (1000,) for p in got.values())
+    # the arrays stay in the partition's .npz until used: loading a partition holds none of them
+    assert not any(isinstance(v, np.ndarray) for p in got.values() for v in vars(p).values())
+    stored = np.load(settings.artifacts_dir / "demo_images" / "predictions" / "classification" / "jpeg__20x.npz")
+    assert all(np.array_equal(p.array, stored[item_id]) for item_id, p in got.items())
     with pytest.raises(RuntimeError, match="were made by .*efficientnet-lite0.*re-materialise"):
         load_predictions(store, settings, "demo_images", "classification", "jpeg", "20x", "google/vit-base-patch16-224")

@@ -176,8 +176,32 @@ def _predictions_from(df: pd.DataFrame, settings: Settings, experiment: str, tas
         raise RuntimeError(f"{experiment} {task} predictions for {codec}@{bitrate} were made by "
                            f"{sorted(set(df['model']))}, not {model}: re-materialise them before scoring")
     path = _arrays_path(settings, experiment, task, codec, bitrate)
-    arrays = dict(np.load(path)) if path.exists() and len(df) else {}
-    return {r.item_id: Prediction(json.loads(r.prediction), arrays.get(r.item_id)) for r in df.itertuples()}
+    arrays = _PartitionArrays(path) if path.exists() and len(df) else None
+    return {r.item_id: _StoredPrediction(json.loads(r.prediction), arrays, r.item_id) for r in df.itertuples()}
+
+
+class _PartitionArrays:
+    """A partition's ``.npz`` of prediction arrays, opened once; each member is read when asked for."""
+
+    def __init__(self, path: Path) -> None:
+        self.npz = np.load(path)
+        self.names = set(self.npz.files)
+
+    def get(self, name: str) -> np.ndarray | None:
+        return self.npz[name] if name in self.names else None
+
+
+class _StoredPrediction(Prediction):
+    """A stored prediction whose array stays in its partition's ``.npz`` until used (read on each access):
+    scoring a partition then holds one item's array at a time, not all of them (segmentation maps)."""
+
+    def __init__(self, summary: dict[str, Any], arrays: _PartitionArrays | None, item_id: str) -> None:
+        self.summary = summary
+        self._arrays, self._item_id = arrays, item_id
+
+    @property  # type: ignore[override]
+    def array(self) -> np.ndarray | None:
+        return None if self._arrays is None else self._arrays.get(self._item_id)
 
 
 # ------------------------------------------------------------------------------------------------ worker processes
@@ -426,8 +450,8 @@ def _with_arrays(settings: Settings, experiment: str, task: str, key: Key,
     path = _arrays_path(settings, experiment, task, *key)
     if not path.exists():
         return preds
-    with np.load(path) as arrays:
-        return {i: Prediction(p.summary, arrays[i] if i in arrays.files else None) for i, p in preds.items()}
+    arrays = _PartitionArrays(path)
+    return {i: _StoredPrediction(p.summary, arrays, i) for i, p in preds.items()}
 
 
 def reference_predictions(experiment: Experiment, store: ResultsStore, settings: Settings,
