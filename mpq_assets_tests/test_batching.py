@@ -353,3 +353,20 @@ def test_compressed_keeps_an_item_the_codec_cannot_take_out_of_the_batch(tmp_pat
     assert all(isinstance(r, Failed) and "1 or 2 channels" in r.error for r in results["surround"])
     assert all(isinstance(r, dict) for name in ("a", "b", "c") for r in results[name])
     assert max(device_batches) == 3  # the three good clips' 1 s segments went through the encoder together
+
+
+def test_the_deployment_device_reaches_the_codecs_that_take_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mpq_assets.codecs.image_pillow import Jpeg
+    from mpq_assets.experiments import EXPERIMENTS
+    from mpq_assets.pipeline import compress
+    from mpq_assets.resources import MpqResource
+
+    assert get_codec("mbt2018", device="cpu")._device == "cpu"
+    assert get_codec("hific", device="cpu")._device == "cpu"
+    assert get_codec("encodec-48khz", device="cpu")._device_name == "cpu"
+    assert type(get_codec("jpeg", device="cuda")) is Jpeg  # a codec without a model takes no device
+    asked: list[str | None] = []
+    monkeypatch.setattr(compress, "get_codec", lambda name, device=None: asked.append(device) or Jpeg())
+    settings = MpqResource(device="cpu").settings()
+    compress._ready_codec(EXPERIMENTS["demo_images"], "jpeg", settings)
+    assert asked == ["cpu"]  # MpqResource(device=...) decides, not only MPQ_DEVICE

@@ -72,9 +72,18 @@ def codec_names(modality: Modality | None = None) -> list[str]:
     return list(codec_classes(modality))
 
 
-def get_codec(name: str) -> Codec:
-    """Instantiate a codec by name, with an error listing the known names."""
+def get_codec(name: str, device: str | None = None) -> Codec:
+    """Instantiate a codec by name, with an error listing the known names.
+
+    ``device`` (e.g. the deployment's ``MpqResource.device``) goes to codecs whose constructor takes one
+    (the neural codecs); None leaves them on ``MPQ_DEVICE``.
+    """
+    import inspect
+
     table = codec_classes()
     if name not in table:
         raise KeyError(f"unknown codec {name!r}; known codecs: {', '.join(table) or 'none'}")
-    return table[name]()
+    cls = table[name]
+    if device is not None and "device" in inspect.signature(cls).parameters:
+        return cls(device=device)
+    return cls()

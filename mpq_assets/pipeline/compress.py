@@ -388,8 +388,8 @@ def _partition_plan(partitions: Iterable[tuple[str, str]]) -> dict[str, list[str
     return plan
 
 
-def _ready_codec(experiment: Experiment, codec_name: str) -> Codec:
-    codec = get_codec(codec_name)
+def _ready_codec(experiment: Experiment, codec_name: str, settings: Settings) -> Codec:
+    codec = get_codec(codec_name, device=settings.device)  # the deployment's device (MpqResource), not only the env
     missing = codec.weights_missing()
     if missing:  # fail the partition with the fix, rather than one identical error row per item
         from mpq_assets.weights import ModelNotAvailableError
@@ -416,7 +416,7 @@ def compress_partitions(experiment: Experiment, partitions: Sequence[tuple[str, 
     for codec_name, bitrates in plan.items():
         for bitrate in bitrates:
             parse_ratio(bitrate)
-        _ready_codec(experiment, codec_name)  # every codec checked before any work
+        _ready_codec(experiment, codec_name, settings)  # every codec checked before any work
     manifest = store.query("SELECT item_id, original_path, modality FROM items WHERE experiment = ? "
                            "ORDER BY item_id", [experiment.name])
     if manifest.empty:
@@ -426,7 +426,7 @@ def compress_partitions(experiment: Experiment, partitions: Sequence[tuple[str, 
     summaries: dict[tuple[str, str], CompressSummary] = {}
     for codec_name, bitrates in plan.items():
         codec_start = time.perf_counter()
-        codec = _ready_codec(experiment, codec_name)
+        codec = _ready_codec(experiment, codec_name, settings)
         ratios = tuple(parse_ratio(b) for b in bitrates)
         jobs = [_Job(codec, rec.item_id, rec.original_path, rec.modality, ratios,
                      tuple(bitstream_path(settings, experiment.name, codec, b, rec.item_id) for b in bitrates))
