@@ -57,7 +57,8 @@ Devices and determinism
     image at a time, at both ends; only the transforms ``g_a`` and ``g_s`` run on
     :func:`~mpq_assets.device.resolve_device` (``MPQ_DEVICE``), see
     :mod:`mpq_assets.codecs.compressai_batch`. A file encoded on a GPU machine
-    therefore decodes on a CPU-only one (same CompressAI and torch builds). The
+    therefore decodes on a CPU-only one (same CompressAI and torch builds, same
+    kind of CPU: see that module for the last-bit caveat). The
     container records the device type of the entropy path ("cpu"); a file that
     says otherwise raises :class:`CodecError` (``on_device_mismatch="warn"``
     decodes anyway with a warning).
@@ -464,9 +465,6 @@ class NeuralImageCodec(Codec):
         return f"q={setting}"
 
     def check(self, item: np.ndarray) -> None:
-        self._check_item(item)
-
-    def _check_item(self, item: np.ndarray) -> None:
         if not isinstance(item, np.ndarray) or item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
             what = f"{item.dtype} array of shape {item.shape}" if isinstance(item, np.ndarray) else type(item).__name__
             raise CodecError(f"{self.name} encodes RGB uint8 arrays (H, W, 3), got a {what}")
@@ -479,7 +477,7 @@ class NeuralImageCodec(Codec):
         """(3, H', W') float in [0, 1], padded at the bottom and right to multiples of 64 (edge pixels)."""
         import torch
 
-        self._check_item(item)
+        self.check(item)
         h, w = item.shape[:2]
         padded = np.pad(item, ((0, _padded(h) - h), (0, _padded(w) - w), (0, 0)), mode="edge")
         return torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1))).float() / 255.0
