@@ -40,9 +40,16 @@ def codec_batch_size(device: torch.device) -> int:
     On CPU a batch is no faster than single items (docs/performance.md) and one item at a time gives
     each file bit for bit what encoding it alone gives; on a GPU batches keep the device busy.
     """
-    text = load_settings().codec_batch
-    if text is None:
-        return 8 if device.type in ("cuda", "mps") else 1
+    chosen = parse_codec_batch(load_settings().codec_batch)
+    if chosen is not None:
+        return chosen
+    return 8 if device.type in ("cuda", "mps") else 1
+
+
+def parse_codec_batch(text: str | None) -> int | None:
+    """``MPQ_CODEC_BATCH`` as a number (None when unset), with an error that names the setting."""
+    if text is None or not text.strip():
+        return None
     try:
         value = int(text)
     except ValueError:

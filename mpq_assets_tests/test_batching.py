@@ -355,7 +355,7 @@ def test_compressed_keeps_an_item_the_codec_cannot_take_out_of_the_batch(tmp_pat
     assert max(device_batches) == 3  # the three good clips' 1 s segments went through the encoder together
 
 
-def test_the_deployment_device_reaches_the_codecs_that_take_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_deployment_device_and_batch_reach_the_codecs_that_take_them(monkeypatch: pytest.MonkeyPatch) -> None:
     from mpq_assets.codecs.image_pillow import Jpeg
     from mpq_assets.experiments import EXPERIMENTS
     from mpq_assets.pipeline import compress
@@ -364,9 +364,11 @@ def test_the_deployment_device_reaches_the_codecs_that_take_one(monkeypatch: pyt
     assert get_codec("mbt2018", device="cpu")._device == "cpu"
     assert get_codec("hific", device="cpu")._device == "cpu"
     assert get_codec("encodec-48khz", device="cpu")._device_name == "cpu"
-    assert type(get_codec("jpeg", device="cuda")) is Jpeg  # a codec without a model takes no device
-    asked: list[str | None] = []
-    monkeypatch.setattr(compress, "get_codec", lambda name, device=None: asked.append(device) or Jpeg())
-    settings = MpqResource(device="cpu").settings()
+    assert get_codec("hific", device="cpu", batch_size=3).batch_size == 3
+    assert type(get_codec("jpeg", device="cuda", batch_size=3)) is Jpeg  # a codec without a model takes neither
+    asked: list[tuple] = []
+    monkeypatch.setattr(compress, "get_codec",
+                        lambda name, device=None, batch_size=None: asked.append((device, batch_size)) or Jpeg())
+    settings = MpqResource(device="cpu", codec_batch=5).settings()
     compress._ready_codec(EXPERIMENTS["demo_images"], "jpeg", settings)
-    assert asked == ["cpu"]  # MpqResource(device=...) decides, not only MPQ_DEVICE
+    assert asked == [("cpu", 5)]  # MpqResource(device=..., codec_batch=...) decides, not only the environment

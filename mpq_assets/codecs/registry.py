@@ -72,11 +72,11 @@ def codec_names(modality: Modality | None = None) -> list[str]:
     return list(codec_classes(modality))
 
 
-def get_codec(name: str, device: str | None = None) -> Codec:
+def get_codec(name: str, device: str | None = None, batch_size: int | None = None) -> Codec:
     """Instantiate a codec by name, with an error listing the known names.
 
-    ``device`` (e.g. the deployment's ``MpqResource.device``) goes to codecs whose constructor takes one
-    (the neural codecs); None leaves them on ``MPQ_DEVICE``.
+    ``device`` and ``batch_size`` (a deployment's ``MpqResource``) go to the codecs whose constructor takes
+    them (the neural codecs); None leaves those on ``MPQ_DEVICE`` / ``MPQ_CODEC_BATCH``.
     """
     import inspect
 
@@ -84,6 +84,6 @@ def get_codec(name: str, device: str | None = None) -> Codec:
     if name not in table:
         raise KeyError(f"unknown codec {name!r}; known codecs: {', '.join(table) or 'none'}")
     cls = table[name]
-    if device is not None and "device" in inspect.signature(cls).parameters:
-        return cls(device=device)
-    return cls()
+    accepted = inspect.signature(cls).parameters
+    options = {k: v for k, v in (("device", device), ("batch_size", batch_size)) if v is not None and k in accepted}
+    return cls(**options)

@@ -389,7 +389,10 @@ def _partition_plan(partitions: Iterable[tuple[str, str]]) -> dict[str, list[str
 
 
 def _ready_codec(experiment: Experiment, codec_name: str, settings: Settings) -> Codec:
-    codec = get_codec(codec_name, device=settings.device)  # the deployment's device (MpqResource), not only the env
+    from mpq_assets.device import parse_codec_batch
+
+    # the deployment's device and batch size (MpqResource), not only the environment
+    codec = get_codec(codec_name, device=settings.device, batch_size=parse_codec_batch(settings.codec_batch))
     missing = codec.weights_missing()
     if missing:  # fail the partition with the fix, rather than one identical error row per item
         from mpq_assets.weights import ModelNotAvailableError
