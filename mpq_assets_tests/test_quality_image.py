@@ -185,6 +185,71 @@ def test_lpips_model_is_built_once_per_process() -> None:
     assert qi.LPIPSAlex().model is qi.LPIPSAlex().model
 
 
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_lpips_net_equals_the_lpips_package_bit_for_bit(net: str) -> None:
+    """Our LPIPSNet (no torchvision import) against lpips.LPIPS given the same weights: identical values."""
+    import warnings
+
+    import lpips
+    import torch
+
+    ours = qi.lpips_model(net, "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        theirs = lpips.LPIPS(net=net, version="0.1", pretrained=False, pnet_rand=True, verbose=False).eval()
+    layers = ours.layers.state_dict()  # "slice<s>.<i>.weight" in the package is "<i>.weight" here
+    state = {f"net.{k}": layers[k.split(".", 1)[1]] for k in theirs.net.state_dict()}
+    state |= {f"lin{k}.model.1.weight": ours.lins[k].weight for k in range(5)}
+    theirs.load_state_dict(state, strict=False)
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(2, 3, 70, 90, generator=gen) * 2 - 1 for _ in range(2))
+    with torch.inference_mode():
+        expected = theirs(a, b)
+        assert torch.equal(ours(a, b), expected)
+        assert torch.equal(ours.distance(ours.features(a), ours.features(b)), expected)
+    assert not torch.equal(expected, torch.zeros_like(expected))
+
+
+def test_lpips_net_refuses_incomplete_weights() -> None:
+    from safetensors.torch import load_file
+
+    from mpq_assets.quality import lpips_net
+
+    backbone = load_file(qi.convert_lpips_backbone("alex"))
+    heads = torch_load_heads("alex")
+    with pytest.raises(RuntimeError, match=r"backbone lacks features\.10\.weight"):
+        lpips_net.build("alex", {k: v for k, v in backbone.items() if k != "features.10.weight"}, heads)
+    with pytest.raises(RuntimeError, match=r"heads lack lin4\.model\.1\.weight"):
+        lpips_net.build("alex", backbone, {k: v for k, v in heads.items() if not k.startswith("lin4")})
+    with pytest.raises(RuntimeError, match="unexpected tensors"):
+        lpips_net.build("alex", backbone, {**heads, "lin9.model.1.weight": heads["lin0.model.1.weight"]})
+    with pytest.raises(ValueError, match="unknown LPIPS net 'squeeze'"):
+        lpips_net.LPIPSNet("squeeze")
+
+
+def test_lpips_metric_process_does_not_import_torchvision(tmp_path: Path) -> None:
+    """Scoring LPIPS must not pay torchvision's import (torch._dynamo, ~2.5 CPU-s per process)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from mpq_assets.quality.registry import make_metric\n"
+            "x = np.zeros((40, 40, 3), np.uint8)\n"
+            "print(make_metric('lpips_alex').score_batch([x], [x + 9])[0] > 0)\n"
+            "print(sorted(m for m in ('torchvision', 'lpips', 'torch._dynamo') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MPQ_MODELS": str(tmp_path)}).stdout.split("\n")
+    assert out[:2] == ["True", "[]"]
+
+
+def torch_load_heads(net: str) -> dict:
+    import torch
+
+    from mpq_assets.quality.lpips_net import heads_path
+
+    return torch.load(heads_path(net), map_location="cpu", weights_only=True)
+
+
 def test_backbone_conversion_writes_safetensors_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MPQ_MODELS", str(tmp_path / "models"))
     path = qi.convert_lpips_backbone("alex")

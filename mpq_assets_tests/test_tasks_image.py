@@ -146,6 +146,26 @@ def test_efficientnet_lite0_real_weights() -> None:
     assert task.score_labels(["coffee", "chelsea"], bare, ["espresso|cup", "tabby|tiger cat|Egyptian cat"]) == rows
 
 
+def test_efficientnet_class_names_without_importing_torchvision() -> None:
+    """The class list read as a literal equals torchvision's, and predicting never imports torchvision
+    (its import pulls in torch._dynamo: ~2 CPU-s in every worker process)."""
+    import subprocess
+    import sys
+
+    from torchvision.models import EfficientNet_B0_Weights
+
+    from mpq_assets.tasks.classification import efficientnet_class_names
+
+    assert efficientnet_class_names() == list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+    code = ("import sys, skimage.data\n"
+            "from mpq_assets.tasks.registry import make_task\n"
+            "task = make_task('classification', device='cpu', model='efficientnet-lite0')\n"
+            "print(task.predict([skimage.data.coffee()])[0].summary['top1'])\n"
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["espresso", "[]"]
+
+
 # ----------------------------------------------------------------- segmentation
 
 def test_tiny_segformer_predicts_and_scores(segformer_dir: Path, tmp_path: Path) -> None:

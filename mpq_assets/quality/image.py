@@ -19,7 +19,9 @@ the ImageNet backbone through torchvision at run time, which fails offline. The
 pickle of numpy arrays. :func:`convert_lpips_backbone` turns that pickle, once,
 into ``$MPQ_MODELS/lpips/<net>.safetensors`` (torchvision key names, OIHW kernels);
 every later load reads only that safetensors file and the heads via
-``torch.load(..., weights_only=True)``. Nothing is unpickled at load time.
+``torch.load(..., weights_only=True)``. Nothing is unpickled at load time. The
+network itself is :mod:`mpq_assets.quality.lpips_net` (the package's layers and
+arithmetic, without importing torchvision).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import importlib.util
 import io
 import pickle
 import threading
-import warnings
 from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 from mpq_assets.codecs.base import Item
 from mpq_assets.device import default_batch_size
 from mpq_assets.quality.base import MetricInfo, QualityMetric
+from mpq_assets.quality.lpips_net import LPIPSNet, build, heads_path
 from mpq_assets.settings import load_settings
 from mpq_assets.storage_paths import atomic_write_bytes
 
@@ -429,36 +431,18 @@ def convert_lpips_backbone(net: str) -> Path:
     return target
 
 
-def _build_lpips(net: str, device: torch.device) -> torch.nn.Module:
-    import lpips
+def _build_lpips(net: str, device: torch.device) -> LPIPSNet:
     from safetensors.torch import load_file
 
-    heads_path = Path(lpips.__file__).resolve().parent / "weights" / "v0.1" / f"{net}.pth"
-    heads = torch.load(heads_path, map_location="cpu", weights_only=True)
-    backbone = load_file(convert_lpips_backbone(net))
-    with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=` argument
-        warnings.simplefilter("ignore", UserWarning)
-        # pretrained=False: lpips would torch.load the heads itself; pnet_rand=True: no torchvision download.
-        model = lpips.LPIPS(net=net, version="0.1", pretrained=False, pnet_rand=True, verbose=False)
-    state = dict(heads)
-    for key in model.net.state_dict():  # "slice<s>.<i>.weight" -> torchvision "features.<i>.weight"
-        tv_key = "features." + key.split(".", 1)[1]
-        if tv_key not in backbone:
-            raise RuntimeError(f"converted LPIPS backbone {net} lacks {tv_key}; delete the file to reconvert")
-        state[f"net.{key}"] = backbone[tv_key]
-    result = model.load_state_dict(state, strict=False)
-    # Not in the files: the constant input scaling buffers and `lins.<k>`, an alias of `lin<k>`.
-    missing = [k for k in result.missing_keys if not k.startswith(("scaling_layer.", "lins."))]
-    if missing or result.unexpected_keys:
-        raise RuntimeError(f"LPIPS {net}: missing {missing}, unexpected {result.unexpected_keys}")
-    return model.eval().requires_grad_(False).to(device)
+    heads = torch.load(heads_path(net), map_location="cpu", weights_only=True)
+    return build(net, load_file(convert_lpips_backbone(net)), heads).to(device)
 
 
-_LPIPS_MODELS: dict[tuple[str, str], torch.nn.Module] = {}
+_LPIPS_MODELS: dict[tuple[str, str], LPIPSNet] = {}
 _LPIPS_LOCK = threading.Lock()
 
 
-def lpips_model(net: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+def lpips_model(net: str, device: torch.device | str = "cpu") -> LPIPSNet:
     """The LPIPS model for ``net`` on ``device``, built once per process (converting the backbone if needed)."""
     device = torch.device(device)
     key = (net, str(device))
@@ -481,10 +465,10 @@ class LPIPS(_ImageMetric):
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         super().__init__(device)
-        self._model: torch.nn.Module | None = None
+        self._model: LPIPSNet | None = None
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> LPIPSNet:
         if self._model is None:
             self._model = lpips_model(self.net, self.device)
         return self._model
@@ -492,26 +476,12 @@ class LPIPS(_ImageMetric):
     def _score(self, reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
         return self.model(reference / 127.5 - 1.0, distorted / 127.5 - 1.0).flatten()
 
-    # the steps of ``lpips.LPIPS.forward`` (v0.1, lpips=True, spatial=False), split at the reference's features
-    def _features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        import lpips
-
-        model = self.model
-        outs = model.net.forward(model.scaling_layer(images / 127.5 - 1.0))
-        return [lpips.normalize_tensor(outs[k]) for k in range(model.L)]
-
+    # ``lpips.LPIPS.forward`` (v0.1, spatial average) split at the reference's features
     def _prepare(self, reference: torch.Tensor) -> Any:
-        return self._features(reference)
+        return self.model.features(reference / 127.5 - 1.0)
 
     def _score_prepared(self, state: Any, distorted: torch.Tensor) -> torch.Tensor:
-        from lpips.lpips import spatial_average
-
-        model = self.model
-        feats = self._features(distorted)
-        val = 0
-        for k in range(model.L):
-            val = val + spatial_average(model.lins[k]((state[k] - feats[k]) ** 2), keepdim=True)
-        return val.flatten()
+        return self.model.distance(state, self.model.features(distorted / 127.5 - 1.0)).flatten()
 
 
 _LPIPS_CITATION = (

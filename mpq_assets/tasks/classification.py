@@ -66,6 +66,28 @@ def _hf_classifier(model: str, device: torch.device) -> HFImageModel:
 
 
 def efficientnet_class_names() -> list[str]:
+    """The 1000 ImageNet class names, in torchvision's order (``EfficientNet_B0_Weights`` meta).
+
+    Read from torchvision's ``models/_meta.py`` as a literal, without importing
+    torchvision: that import pulls in ``torch._dynamo``, about 2 CPU-seconds in every
+    process that predicts (each worker, each Dagster step).
+    """
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is not None and spec.submodule_search_locations:
+        meta = Path(next(iter(spec.submodule_search_locations))) / "models" / "_meta.py"
+        try:
+            for node in ast.parse(meta.read_text(encoding="utf-8")).body:
+                if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_IMAGENET_CATEGORIES"
+                                                        for t in node.targets):
+                    names = ast.literal_eval(node.value)
+                    if len(names) == 1000 and all(isinstance(n, str) for n in names):
+                        return list(names)
+        except (OSError, SyntaxError, ValueError):
+            pass  # a different torchvision layout: ask it the usual way
     from torchvision.models import EfficientNet_B0_Weights
 
     return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
