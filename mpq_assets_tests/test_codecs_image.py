@@ -114,6 +114,70 @@ def test_fit_ladder_never_returns_an_unmeasured_rung_when_sizes_are_not_monotone
     assert len(enc.data) <= 25 and enc.rate_met
 
 
+class _Profiled(_Ladder):
+    """_Ladder with a size profile, as the Pillow codecs have one."""
+
+    def __init__(self, sizes: list[int], profile: list[float] | None) -> None:
+        super().__init__(sizes)
+        self.profile = profile
+
+    def size_profile(self, item):  # noqa: ANN001, ANN201
+        return self.profile
+
+
+def _bisection(sizes: list[int], budget: int) -> int:
+    lo, hi = 0, len(sizes) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if sizes[mid] <= budget else (lo, mid - 1)
+    return lo
+
+
+def _profile_search_encodes(profile: str) -> float:
+    """Encodes per item of the shared search over 40 ladders that bend each their own way, 6 budgets each;
+    every answer checked against bisection."""
+    from mpq_assets.codecs.rate_control import fit_ladder_many
+
+    rng = np.random.default_rng(7)
+    rungs = np.arange(101)
+    shape = 0.02 * rungs + 1.5 * (rungs / 100) ** 3  # the typical log size, as a calibrated profile holds it
+    encodes = 0
+    for _ in range(40):
+        curve = 6 + shape + rng.normal(0, 0.3) * (rungs / 100) ** 2
+        sizes = np.maximum.accumulate(np.round(np.exp(curve)).astype(int) + rungs).tolist()
+        guess = {"true": shape.tolist(), "flat": [0.0] * 101, "reversed": (-shape).tolist(), "none": None}[profile]
+        codec = _Profiled(sizes, guess)
+        budgets = sorted(int(sizes[0] * np.exp(x)) for x in rng.uniform(0.1, 3.0, 6))
+        results = fit_ladder_many(codec, np.zeros((4, 4, 3), np.uint8), budgets)
+        assert [int(e.setting) for e in results] == [_bisection(sizes, b) for b in budgets]
+        assert all(e.rate_met for e in results)
+        encodes += codec.calls
+    return encodes / 40
+
+
+def test_profile_guided_search_answers_as_bisection_with_fewer_encodes() -> None:
+    """Whatever the profile (the typical shape, useless or misleading) each budget gets bisection's rung on a
+    monotone ladder; the typical shape saves encodes, a misleading one costs a bounded number more."""
+    counts = {p: _profile_search_encodes(p) for p in ("true", "none", "flat", "reversed")}
+    assert counts["true"] < counts["none"] - 1.0, counts
+    assert max(counts.values()) < 25, counts  # 6 bisections from scratch would be ~40
+
+
+def test_profile_length_must_match_the_ladder() -> None:
+    with pytest.raises(ValueError, match="size profile has 3 values for 5 rungs"):
+        fit_ladder(_Profiled([1, 2, 3, 4, 5], [0.0, 0.1, 0.2]), np.zeros((4, 4, 3), np.uint8), 3)
+
+
+@pytest.mark.parametrize("name", IMAGE_CODECS)
+def test_builtin_image_codecs_have_a_calibrated_profile(name: str, photo: np.ndarray) -> None:
+    codec = get_codec(name)
+    profile = codec.size_profile(photo)
+    assert profile is not None and len(profile) == len(codec.ladder(photo))
+    assert profile[0] == 0.0 and profile[-1] > 2.0  # log size relative to the lowest rung, grows ~10-40x
+    # nearly monotone: at most one dip (libjxl's mode switch between q=18 and q=19 shrinks files by ~15 %)
+    assert sum(b < a - 0.01 for a, b in zip(profile, profile[1:], strict=False)) <= 1
+
+
 def test_codec_failure_names_the_setting() -> None:
     class Broken(_Ladder):
         def encode(self, item, setting):  # noqa: ANN001, ANN201

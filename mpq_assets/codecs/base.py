@@ -111,6 +111,15 @@ class Codec(ABC):
         """Human-readable setting, stored per item (e.g. ``q=37`` or ``24kbps``)."""
         return str(setting)
 
+    def size_profile(self, item: Item) -> Sequence[float] | None:
+        """The typical shape of log(file size) over this item's ladder (one value per rung), or None.
+
+        Only a guess for the ladder search of where to probe (``rate_control``); the
+        answer is always a measured boundary, so a poor profile costs encodes, never a
+        wrong setting. None: the search interpolates from the item's own sizes alone.
+        """
+        return None
+
     def encode_to_budget(self, item: Item, budget_bytes: int) -> Encoded:
         """Pick the highest-rate setting whose bitstream fits ``budget_bytes``."""
         from mpq_assets.codecs.rate_control import fit_ladder

@@ -1,12 +1,17 @@
 """Built-in image codecs through Pillow: JPEG, WebP, AVIF and (with its plugin) JPEG XL.
 
-Each ladder is the codec's quality knob, lowest first; rate control bisects it.
+Each ladder is the codec's quality knob, lowest first; rate control searches it,
+guided by the codec's measured size profile (``size_profiles.json``, written by
+``scripts/calibrate_size_profiles.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,6 +20,11 @@ from PIL import Image
 from mpq_assets.codecs.base import Codec, CodecError, Modality
 from mpq_assets.media.errors import MediaError
 from mpq_assets.media.image import decode_image_bytes
+
+
+@functools.cache
+def _size_profiles() -> dict[str, Any]:
+    return json.loads((Path(__file__).with_name("size_profiles.json")).read_text(encoding="utf-8"))["codecs"]
 
 
 class PillowImageCodec(Codec):
@@ -39,6 +49,13 @@ class PillowImageCodec(Codec):
 
     def label(self, setting: Any) -> str:
         return f"q={setting}"
+
+    def size_profile(self, item: np.ndarray) -> Sequence[float] | None:
+        """The calibrated profile of this codec (by name), if its rung count still matches the ladder."""
+        entry = _size_profiles().get(self.name)
+        if entry is None or len(entry["log_size"]) != len(self.ladder(item)):
+            return None
+        return entry["log_size"]
 
     def encode(self, item: np.ndarray, setting: Any) -> bytes:
         self._register()

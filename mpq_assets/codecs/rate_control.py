@@ -39,6 +39,8 @@ import time
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mpq_assets.codecs.base import CodecError, Encoded, Item, raw_bytes
 
 if TYPE_CHECKING:
@@ -80,6 +82,10 @@ class LadderSearch:
         self.ladder = list(codec.ladder(item) if ladder is None else ladder)
         if not self.ladder:
             raise CodecError(f"{codec.name}: no settings for this item")
+        profile = codec.size_profile(item)
+        self.profile = np.asarray(profile, dtype=float) if profile is not None else None
+        if self.profile is not None and len(self.profile) != len(self.ladder):
+            raise ValueError(f"{codec.name}: size profile has {len(self.profile)} values for {len(self.ladder)} rungs")
         self.data: dict[int, bytes] = {}
         self.encodes = 0
         self.seconds = 0.0
@@ -107,6 +113,8 @@ class LadderSearch:
     def _estimate(self, budget: int, lo: int, hi: int) -> float:
         """Where log(size) crosses log(budget), from the measured rungs around it."""
         target = math.log(budget)
+        if self.profile is not None:
+            return self._estimate_from_profile(target, lo, hi)
         size_lo = math.log(len(self.data[lo]))
         if hi < len(self.ladder):
             size_hi = math.log(len(self.data[hi]))
@@ -120,6 +128,16 @@ class LadderSearch:
             i = max(below)
             slope = max((size_lo - math.log(len(self.data[i]))) / (lo - i), 1e-4)
         return lo + (target - size_lo) / slope
+
+    def _estimate_from_profile(self, target: float, lo: int, hi: int) -> float:
+        """The highest rung in [lo, hi) predicted to fit: the codec's profile shifted through every measured
+        rung of this item (the shift interpolated linearly between them, constant beyond)."""
+        measured = sorted(self.data)
+        shift = np.array([math.log(len(self.data[r])) for r in measured]) - self.profile[measured]
+        rungs = np.arange(lo, min(hi, len(self.ladder)))
+        predicted = self.profile[rungs] + np.interp(rungs, measured, shift)
+        fits = rungs[predicted <= target]  # rung lo fits, but its round trip through the shift may add an ulp
+        return float(fits.max()) if len(fits) else float(lo)
 
     def fit(self, budget: int) -> Encoded:
         """The boundary rung for ``budget``, encoding what the search needs."""
