@@ -81,3 +81,26 @@ def test_codec_throughput_bench_times_batches_and_checks_files(mpq_home: Path, t
     assert main(["bench-codecs", "--codecs", "encodec-24khz", "--devices", "cpu", "--batches", "2", "--items", "2",
                  "--repeat", "1", "--weights", "random", "--json", str(out)]) == 0
     assert [r["batch"] for r in json.loads(out.read_text())] == [2]
+
+
+def test_peak_memory_sampler_stays_cheap() -> None:
+    """The PSS sampler must not slow the paths it measures: reading smaps of a torch process takes ~15 ms, so
+    it waits long enough to stay near its 2 % duty; it still sees this process's memory."""
+    import resource
+    import time
+
+    import torch  # noqa: F401  (a process as large as the paths' makes each PSS read as slow as theirs)
+
+    from mpq_assets.bench.measure import PeakMemory
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    c0, t0 = cpu(), time.perf_counter()
+    memory = PeakMemory().start()
+    time.sleep(1.5)
+    result = memory.stop()
+    share = (cpu() - c0) / (time.perf_counter() - t0)
+    assert memory.samples >= 1 and result["peak_tree_mb"] > 50 and result["peak_main_mb"] > 50
+    assert share < 0.15, share  # sampling every 20 ms regardless took ~0.7 of a core here

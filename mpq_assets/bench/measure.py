@@ -62,10 +62,16 @@ class PeakMemory:
     split between the processes mapping them, so N workers importing torch are not
     counted N times; RSS where PSS is unavailable); ``getrusage`` adds the exact peak
     RSS of this process.
+
+    Reading PSS parses ``/proc/<pid>/smaps``: ~15 ms for a process that imported
+    torch. Sampled every 20 ms, three such processes kept the sampler busy most of a
+    core and slowed the very paths it measured, so the wait after each sample grows
+    to keep the sampler's share of one core at ``duty`` (2 %) or less.
     """
 
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
+    def __init__(self, interval: float = 0.02, duty: float = 0.02) -> None:
+        self.interval, self.duty = interval, duty
+        self.samples = 0
         self.peak_tree_mb: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,6 +81,7 @@ class PeakMemory:
 
         me = psutil.Process()
         while not self._stop.is_set():
+            t0 = time.perf_counter()
             total = 0
             with contextlib.suppress(psutil.Error):
                 for proc in [me, *me.children(recursive=True)]:
@@ -84,7 +91,9 @@ class PeakMemory:
                         except (AttributeError, psutil.AccessDenied):
                             total += proc.memory_info().rss
             self.peak_tree_mb = max(self.peak_tree_mb or 0.0, total / 2**20)
-            self._stop.wait(self.interval)
+            self.samples += 1
+            spent = time.perf_counter() - t0
+            self._stop.wait(max(self.interval, spent * (1 - self.duty) / self.duty))
 
     def start(self) -> PeakMemory:
         try:

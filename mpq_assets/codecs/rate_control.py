@@ -11,13 +11,19 @@ found with fewer encodes:
 
 - encodes are cached per item, so several budgets of one item (every target
   ratio of a sweep) share them: the boundaries found so far bracket the next;
-- inside a bracket the next probe is interpolated in log-size (a secant step
-  on ``log(size)`` against the rung), not the midpoint; a step that fails to
-  halve the bracket twice in a row is followed by a bisection step, so the
-  worst case stays logarithmic.
+- inside a bracket the next probe is interpolated in log-size, not the midpoint:
+  along the codec's *size profile* (:meth:`Codec.size_profile`, the typical
+  shape of log(size) over the ladder, calibrated by
+  ``scripts/calibrate_size_profiles.py``) shifted through every rung measured
+  for this item, or, for a codec without one, by a secant step on
+  ``log(size)`` against the rung; a step that fails to halve the bracket twice
+  in a row is followed by a bisection step, so the worst case stays
+  logarithmic. The profile only chooses probes: a poor one costs encodes,
+  never a different answer on a monotone ladder.
 
-On the demo images this needs 15 encodes per item and codec for the six target
-ratios where plain bisection needs 34 (docs/performance.md).
+On the demo images this needs 11.5 encodes per item and codec for the six
+target ratios (15.0 with the secant alone) where plain bisection needs 34
+(docs/performance.md).
 
 Non-monotone ladders. File size is not always monotone in the quality knob
 (libjxl switches mode between q=18 and q=19 and its files shrink by up to 25 %;
