@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   "batch size (images/s, audio-s/s; docs/performance.md)")
     codec_bench.add_arguments(bench_codecs)
     bench_codecs.set_defaults(func=codec_bench.run)
+    from mpq_assets.bench import partition as partition_bench
+
+    bench_partition = sub.add_parser("bench-partition", help="one partition's throughput on a device: the model "
+                                     "forward alone vs the predictions / quality step (docs/performance.md)")
+    partition_bench.add_arguments(bench_partition)
+    bench_partition.set_defaults(func=partition_bench.run)
     return parser
 
 

@@ -104,3 +104,26 @@ def test_peak_memory_sampler_stays_cheap() -> None:
     share = (cpu() - c0) / (time.perf_counter() - t0)
     assert memory.samples >= 1 and result["peak_tree_mb"] > 50 and result["peak_main_mb"] > 50
     assert share < 0.15, share  # sampling every 20 ms regardless took ~0.7 of a core here
+
+
+def test_partition_bench_times_forward_and_step_on_real_partitions(mpq_home: Path, tmp_path: Path) -> None:
+    """``mpq bench-partition`` on CPU: a real jpeg@50x partition, each classifier's predictions step and the
+    LPIPS quality step run and store their rows; forward alone and step are both timed."""
+    from mpq_assets.bench.partition import run_partition_bench, table
+    from mpq_assets.store import ResultsStore
+
+    root = tmp_path / "bp"
+    results = run_partition_bench("cpu", items=5, size=(64, 48), models=["efficientnet-lite0", "vit-tiny"],
+                                  root=root, say=quiet)
+    assert [r.what for r in results] == ["classification efficientnet-lite0", "classification vit-tiny",
+                                         "quality lpips_alex"]
+    for r in results:
+        assert r.items == 5 and r.device == "cpu" and r.bare_per_s > 0 and r.full_per_s > 0
+        assert r.fraction == pytest.approx(r.full_per_s / r.bare_per_s)
+    store = ResultsStore(root / "home" / "mpq.duckdb")
+    counts = store.query("SELECT task, count(*) AS n FROM predictions WHERE experiment = 'bench_partition' "
+                         "GROUP BY task ORDER BY task")
+    assert counts.to_dict("list") == {"task": ["cls_efficientnet_lite0", "cls_vit_tiny"], "n": [5, 5]}
+    lp = store.query("SELECT value FROM quality WHERE experiment = 'bench_partition' AND metric = 'lpips_alex'")
+    assert len(lp) == 5 and (lp["value"] > 0).all()
+    assert "step/bare" in table(results)

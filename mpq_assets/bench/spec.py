@@ -98,7 +98,7 @@ def default_spec(sweep: str, codecs: Sequence[str] | None = None, ratios: Sequen
                      info["task"], dict(info["task_args"]), **kwargs)
 
 
-def _variant(item: Any, k: int) -> Any:
+def variant(item: Any, k: int) -> Any:
     """Copy ``k`` of an item, not byte-identical to any other copy (k = 0: the item itself)."""
     from mpq_assets.media.audio import Audio
 
@@ -131,7 +131,7 @@ def write_items(spec: BenchSpec, data_dir: Path) -> list[BenchItem]:
             base = quantise_pcm16(validate_audio(base, what=src.item_id))
         for k in range(spec.scale):
             item_id = check_item_id(src.item_id if k == 0 else f"{src.item_id}__r{k}")
-            item = _variant(base, k)
+            item = variant(base, k)
             if isinstance(item, Audio):
                 path = data_dir / f"{item_id}.flac"
                 write_audio_flac(path, item)
