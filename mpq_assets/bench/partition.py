@@ -4,8 +4,8 @@ What a GPU executor makes of its device: for each classifier, images/s of the
 model's forward alone (inputs already preprocessed and on the device, batches of
 the task's size) against the ``predictions`` step on a materialised
 ``compressed`` partition (read each reconstruction, preprocess, forward, store);
-for LPIPS, the network on the reconstructions alone (the reference features
-precomputed) against the ``quality`` step. The fraction full / bare says how much
+for LPIPS, its forward on (original, reconstruction) pairs already on the device
+against the ``quality`` step (read both images, both through the network, store). The fraction full / bare says how much
 of the device the step keeps busy (the issue's goal: >= 70 %).
 
 Throughput only: ViTs get random weights of the real architecture (built with
@@ -132,21 +132,20 @@ def _bare_classifier(model_ref: str, device: torch.device, images: Sequence[np.n
 
 def _bare_lpips(device: torch.device, originals: Sequence[np.ndarray], recons: Sequence[np.ndarray]
                 ) -> tuple[float, int]:
+    """LPIPS's forward (both images through the network) on batches already on the device."""
     from mpq_assets.device import default_batch_size
     from mpq_assets.quality.image import LPIPSAlex, _to_nchw
 
     metric = LPIPSAlex(device)
     net, size = metric.model, default_batch_size(device, cpu=metric.cpu_batch, gpu=metric.gpu_batch)
-    pairs = []
+    pairs = [(_to_nchw(originals[i:i + size], device, torch.float32) / 127.5 - 1.0,
+              _to_nchw(recons[i:i + size], device, torch.float32) / 127.5 - 1.0) for i in range(0, len(recons), size)]
     with torch.inference_mode():
-        for i in range(0, len(recons), size):
-            ref = net.features(_to_nchw(originals[i:i + size], device, torch.float32) / 127.5 - 1.0)
-            pairs.append((ref, _to_nchw(recons[i:i + size], device, torch.float32)))
-        net.distance(pairs[0][0], net.features(pairs[0][1] / 127.5 - 1.0))  # warm-up
+        net(*pairs[0])  # warm-up
 
         def run() -> None:
             for ref, dist in pairs:
-                net.distance(ref, net.features(dist / 127.5 - 1.0))
+                net(ref, dist)
 
         return len(recons) / _timed(device, run), size
 
