@@ -178,3 +178,29 @@ def test_a_codec_that_fails_on_every_item_leaves_empty_partitions_downstream(
         assert store.query(f"SELECT count(*) AS n FROM {table} WHERE codec = 'broken'")["n"][0] == 0, table
     with pytest.raises(RuntimeError, match="materialise that partition first"):  # never materialised: an error
         quality_partition(exp, "jpeg", "20x", store, settings)
+
+
+def test_in_process_predictions_read_ahead_and_name_each_unreadable_file(image_folder: Path, tmp_path: Path) -> None:
+    """The in-process prediction path (a GPU's, or MPQ_WORKERS=1) reads files in threads ahead of the model:
+    every file still gets its own prediction or its own error, in order, one result per chunk."""
+    from mpq_assets.experiments import TaskSpec
+    from mpq_assets.media.image import write_image_png
+    from mpq_assets.pipeline.evaluate import _predict_files
+    from mpq_assets.tasks.base import Prediction
+    from mpq_assets.tasks.registry import make_task
+
+    good = []
+    for k in range(5):
+        path = tmp_path / f"ok{k}.png"
+        write_image_png(path, np.full((40, 50, 3), 40 * k, np.uint8))
+        good.append((f"d{k}", str(path), "image"))
+    bad = [("corrupt", str(image_folder / "corrupt.jpg"), "image"), ("gone", str(tmp_path / "missing.png"), "image")]
+    entries = [good[0], bad[0], *good[1:3], bad[1], *good[3:]]
+    spec = TaskSpec("classification", "classification", {"model": "efficientnet-lite0"})
+    task = make_task("classification", device="cpu", model="efficientnet-lite0")
+    chunks = list(_predict_files(task, spec, entries, workers=1))
+    assert [list(c) for c in chunks] == [[d] for d, _, _ in entries]  # CPU: one file per chunk, in order
+    results = {d: r for c in chunks for d, r in c.items()}
+    assert all(isinstance(results[d], Prediction) and results[d].summary["top1"] for d, _, _ in good)
+    assert results["corrupt"].startswith("MediaError: corrupt.jpg cannot be decoded")
+    assert results["gone"] == "MediaError: cannot read missing.png: No such file or directory"

@@ -33,7 +33,9 @@ import logging
 import os
 import tempfile
 import zipfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 REFERENCE = "reference"  # codec and bitrate value of predictions on the uncompressed items
 BATCH = 8
 PREDICT_JOB = 4  # reconstructions per worker job (amortises the hand-over, keeps memory flat)
+LOADER_THREADS = 8  # threads reading files ahead of an in-process model (a GPU's, or MPQ_WORKERS=1)
 
 Key = tuple[str, str]  # (codec, bitrate)
 
@@ -330,29 +333,44 @@ def _predict_files(task: Task, spec: TaskSpec, entries: Sequence[tuple[str, str,
         yield from _in_order(jobs, _predict_job, workers)
         return
     size = 1 if task.device.type == "cpu" else max(task.batch_size, 1)  # CPU: single items are faster
-    for start in range(0, len(entries), size):
-        chunk = entries[start:start + size]
-        out: dict[str, Prediction | str] = {}
-        loaded: list[tuple[str, Item]] = []
-        for digest, path, modality in chunk:
-            try:
-                loaded.append((digest, load_item(path, modality)))
-            except Exception as exc:
-                out[digest] = f"{type(exc).__name__}: {exc}"
-        if loaded:
-            try:
-                out.update({d: p for (d, _), p in zip(loaded, task.predict([it for _, it in loaded]), strict=True)})
-            except ModelNotAvailableError:
-                raise
-            except Exception:  # retry one by one so a single bad item cannot sink the batch
-                for d, it in loaded:
-                    try:
-                        out[d] = task.predict([it])[0]
-                    except ModelNotAvailableError:
-                        raise
-                    except Exception as exc:
-                        out[d] = f"{type(exc).__name__}: {exc}"
-        yield out
+    chunks = [entries[i:i + size] for i in range(0, len(entries), size)]
+    # Files are read and decoded in threads (the decoders release the GIL), one chunk ahead of the model,
+    # so that a device is not left waiting for one CPU thread to decode its next batch.
+    with ThreadPoolExecutor(max(1, min(LOADER_THREADS, default_workers())), thread_name_prefix="mpq-load") as pool:
+        ahead = deque(pool.map(_load_entry, c) for c in chunks[:2])
+        for k in range(len(chunks)):
+            if k + 2 < len(chunks):
+                ahead.append(pool.map(_load_entry, chunks[k + 2]))
+            yield _predict_loaded(task, list(ahead.popleft()))
+
+
+def _load_entry(entry: tuple[str, str, str]) -> tuple[str, Item | str]:
+    """(digest, the item) or (digest, why it could not be read)."""
+    digest, path, modality = entry
+    try:
+        return digest, load_item(path, modality)
+    except Exception as exc:
+        return digest, f"{type(exc).__name__}: {exc}"
+
+
+def _predict_loaded(task: Task, chunk: Sequence[tuple[str, Item | str]]) -> dict[str, Prediction | str]:
+    """One batch of loaded items through the task; a failing batch is retried item by item."""
+    out: dict[str, Prediction | str] = {d: it for d, it in chunk if isinstance(it, str)}
+    loaded = [(d, it) for d, it in chunk if not isinstance(it, str)]
+    if loaded:
+        try:
+            out.update({d: p for (d, _), p in zip(loaded, task.predict([it for _, it in loaded]), strict=True)})
+        except ModelNotAvailableError:
+            raise
+        except Exception:  # retry one by one so a single bad item cannot sink the batch
+            for d, it in loaded:
+                try:
+                    out[d] = task.predict([it])[0]
+                except ModelNotAvailableError:
+                    raise
+                except Exception as exc:
+                    out[d] = f"{type(exc).__name__}: {exc}"
+    return out
 
 
 @dataclass
