@@ -83,16 +83,10 @@ def _run_path(path: str, spec: BenchSpec, items: list[BenchItem], root: Path, ru
         env[var] = ""
     result_file = root / f"result-{path}-{run}.json"
     if in_process:  # tests: the same code, no fresh process (so no meaningful memory numbers)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        from mpq_assets.bench.measure import environment
+
+        with environment(env):
             _measure(path, spec, items, str(root / "data"), str(out_dir), str(result_file))
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
     else:
         ctx = multiprocessing.get_context("spawn")
         proc = ctx.Process(target=_child, args=(path, spec, items, str(root / "data"), str(out_dir), env,

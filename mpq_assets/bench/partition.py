@@ -17,18 +17,18 @@ temporary folder.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from mpq_assets.bench.measure import environment
 
 PARTITION = ("jpeg", "50x")
 MODELS = ("efficientnet-lite0", "vit-base", "vit-tiny")  # vit-*: random weights; vit-tiny for quick checks
@@ -61,20 +61,6 @@ def _timed(device: torch.device, run: Callable[[], Any]) -> float:
     run()
     _sync(device)
     return time.perf_counter() - t0
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def write_items(data_dir: Path, n: int, size: tuple[int, int]) -> None:
@@ -170,7 +156,7 @@ def run_partition_bench(device: str, items: int = 64, size: tuple[int, int] = (5
     models_dir = str(load_settings().models_dir)
     out: list[Throughput] = []
     try:
-        with _environment({"MPQ_HOME": str(root / "home"), "MPQ_DB": "", "MPQ_ARTIFACTS": "",
+        with environment({"MPQ_HOME": str(root / "home"), "MPQ_DB": "", "MPQ_ARTIFACTS": "",
                            "MPQ_MODELS": models_dir, "MPQ_DEVICE": "cpu"}):
             say(f"writing {items} items of {size[0]}x{size[1]} and materialising {PARTITION[0]}@{PARTITION[1]} ...")
             write_items(root / "data", items, size)
@@ -188,7 +174,7 @@ def run_partition_bench(device: str, items: int = 64, size: tuple[int, int] = (5
             rows = store.query("SELECT c.decoded_path, i.original_path FROM compressed c JOIN items i "
                                "USING (experiment, item_id) WHERE c.experiment = ? ORDER BY c.item_id", [base.name])
             recons = [load_item(p, "image") for p in rows["decoded_path"]]
-        with _environment({"MPQ_HOME": str(root / "home"), "MPQ_DB": "", "MPQ_ARTIFACTS": "",
+        with environment({"MPQ_HOME": str(root / "home"), "MPQ_DB": "", "MPQ_ARTIFACTS": "",
                            "MPQ_MODELS": models_dir, "MPQ_DEVICE": str(target)}):
             settings = load_settings()
             for m, spec in zip(models, base.tasks, strict=True):
