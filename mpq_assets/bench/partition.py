@@ -245,3 +245,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(to_json(results), indent=1))
     return 0
+
+
+if __name__ == "__main__":  # python -m mpq_assets.bench.partition (scripts/device_check.sh: no Dagster there)
+    _parser = argparse.ArgumentParser(prog="python -m mpq_assets.bench.partition", description=__doc__)
+    add_arguments(_parser)
+    raise SystemExit(run(_parser.parse_args()))
