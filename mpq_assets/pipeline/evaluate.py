@@ -184,19 +184,25 @@ def _predictions_from(df: pd.DataFrame, settings: Settings, experiment: str, tas
 
 
 class _PartitionArrays:
-    """A partition's ``.npz`` of prediction arrays, opened once; each member is read when asked for."""
+    """A partition's ``.npz`` of prediction arrays, opened once; each member is read when asked for, and the
+    last one read is kept (scorers look at an item's array several times before the next item's)."""
 
     def __init__(self, path: Path) -> None:
         self.npz = np.load(path)
         self.names = set(self.npz.files)
+        self._last: tuple[str, np.ndarray] | None = None
 
     def get(self, name: str) -> np.ndarray | None:
-        return self.npz[name] if name in self.names else None
+        if name not in self.names:
+            return None
+        if self._last is None or self._last[0] != name:
+            self._last = (name, self.npz[name])
+        return self._last[1]
 
 
 class _StoredPrediction(Prediction):
-    """A stored prediction whose array stays in its partition's ``.npz`` until used (read on each access):
-    scoring a partition then holds one item's array at a time, not all of them (segmentation maps)."""
+    """A stored prediction whose array stays in its partition's ``.npz`` until used: scoring a partition
+    then holds one item's array at a time, not all of them (segmentation maps)."""
 
     def __init__(self, summary: dict[str, Any], arrays: _PartitionArrays | None, item_id: str) -> None:
         self.summary = summary
