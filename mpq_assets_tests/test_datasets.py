@@ -174,3 +174,45 @@ def test_paper_experiments_build_their_datasets() -> None:
         ds = EXPERIMENTS[name].make_dataset()  # constructing needs no network; loading items does
         assert isinstance(ds, HuggingFaceImages)
     assert EXPERIMENTS["paper_imagenet"].make_dataset().name == "ILSVRC/imagenet-1k"
+
+
+def test_cached_originals_of_the_committed_demo_flacs_are_their_samples(store, settings) -> None:
+    """16-bit PCM round-trips bit for bit: libsndfile reads k / 32768, and the cache writes on that grid."""
+    import soundfile as sf
+
+    from mpq_assets.experiments import EXPERIMENTS
+    from mpq_assets.pipeline.ingest import ingest
+
+    for name in ("demo_speech", "demo_music"):
+        assert ingest(EXPERIMENTS[name], store, settings).errors == 0
+    items = store.query("SELECT experiment, item_id, original_path FROM items ORDER BY item_id")
+    assert len(items) == 24 + 3
+    for row in items.itertuples():
+        name = f"{row.item_id}.flac" if row.experiment == "demo_speech" else f"{row.item_id}/mixture.flac"
+        source, _ = sf.read(settings.demo_data_dir / row.experiment / name, dtype="int16", always_2d=True)
+        cached, _ = sf.read(row.original_path, dtype="int16", always_2d=True)
+        assert np.array_equal(source, cached), row.item_id
+
+
+def test_integer_pcm_decodes_on_the_libsndfile_grid() -> None:
+    import io
+
+    import soundfile as sf
+
+    from mpq_assets.media.audio import Audio, _decode_with_av, pcm_to_float, quantise_pcm16
+
+    k = np.array([-32768, -32767, -1, 0, 1, 16383, 32767], dtype=np.int16)
+    assert pcm_to_float(k).tolist() == (k / 32768.0).tolist()
+    assert pcm_to_float(np.array([0, 128, 255], dtype=np.uint8)).tolist() == [-1.0, 0.0, 127 / 128]
+    assert pcm_to_float(np.array([-2**31], dtype=np.int32)).tolist() == [-1.0]
+    # a float clip on the grid stays put; values beyond it clip to the int16 range
+    grid = Audio((k / 32768.0).astype(np.float32)[None, :], 8000)
+    assert np.array_equal(quantise_pcm16(grid).samples, grid.samples)
+    assert quantise_pcm16(Audio(np.array([[1.0, -1.5]], np.float32), 8000)).samples.tolist() == [[32767 / 32768,
+                                                                                                   -1.0]]
+    # FFmpeg's s16 decode of a WAV gives exactly what libsndfile gives
+    buf = io.BytesIO()
+    sf.write(buf, np.tile(k, 50), 8000, format="WAV", subtype="PCM_16")
+    via_av = _decode_with_av(buf.getvalue(), "clip.wav")
+    via_sf, _ = sf.read(io.BytesIO(buf.getvalue()), dtype="float32", always_2d=True)
+    assert np.array_equal(via_av.samples, via_sf.T)

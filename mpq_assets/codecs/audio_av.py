@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mpq_assets.codecs.base import Codec, CodecError, Item, Modality
-from mpq_assets.media.audio import Audio, remix, resample
+from mpq_assets.media.audio import Audio, pcm_to_float, remix, resample
 
 # Channel counts -> FFmpeg layouts that both libopus (mapping family 1, Vorbis
 # order) and the native AAC encoder accept; channel i of the item is channel i
@@ -161,9 +161,7 @@ def _decode_file(codec: Codec, data: bytes, like: Item) -> Audio:
                 arr = frame.to_ndarray()
                 if not frame.format.is_planar:
                     arr = arr.reshape(-1, frame.layout.nb_channels).T
-                if arr.dtype.kind in "iu":
-                    arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
-                chunks.append(arr.astype(np.float32, copy=False))
+                chunks.append(pcm_to_float(arr))
                 rate = frame.sample_rate
     except CodecError:
         raise

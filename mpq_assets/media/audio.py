@@ -61,10 +61,24 @@ def validate_audio(audio: Audio, what: str = "audio") -> Audio:
     return Audio(np.ascontiguousarray(samples), int(audio.sample_rate))
 
 
+PCM16_SCALE = 32768.0  # libsndfile's (and FFmpeg's) int16 <-> float scale: k / 32768, x * 32768 clipped
+
+
 def quantise_pcm16(audio: Audio) -> Audio:
-    """Round to the 16-bit grid, so the cached original is exactly what raw size counts."""
-    q = np.round(np.clip(audio.samples, -1.0, 1.0) * 32767.0) / 32767.0
-    return Audio(q.astype(np.float32), audio.sample_rate)
+    """Round to the 16-bit grid libsndfile reads and writes (k / 32768), so the cached original is exactly
+    what raw size counts and a 16-bit source round-trips sample for sample."""
+    q = np.clip(np.round(audio.samples.astype(np.float64) * PCM16_SCALE), -PCM16_SCALE, PCM16_SCALE - 1)
+    return Audio((q / PCM16_SCALE).astype(np.float32), audio.sample_rate)
+
+
+def pcm_to_float(samples: np.ndarray) -> np.ndarray:
+    """Integer PCM (FFmpeg's s16, s32, u8 ...) as float32 on the k / 2**(bits-1) grid libsndfile uses;
+    float input passes through."""
+    if samples.dtype.kind not in "iu":
+        return samples.astype(np.float32, copy=False)
+    half = float(2 ** (8 * samples.dtype.itemsize - 1))
+    shifted = samples.astype(np.float64) - (half if samples.dtype.kind == "u" else 0.0)
+    return (shifted / half).astype(np.float32)
 
 
 def decode_audio_bytes(data: bytes, what: str = "audio") -> Audio:
@@ -93,10 +107,9 @@ def _decode_with_av(data: bytes, what: str) -> Audio:
             rate = stream.codec_context.sample_rate
             for frame in container.decode(stream):
                 arr = frame.to_ndarray()
-                if frame.format.is_planar:
-                    chunks.append(arr.astype(np.float32))
-                else:
-                    chunks.append(arr.reshape(-1, frame.layout.nb_channels).T.astype(np.float32))
+                if not frame.format.is_planar:
+                    arr = arr.reshape(-1, frame.layout.nb_channels).T
+                chunks.append(pcm_to_float(arr))
                 rate = frame.sample_rate
     except MediaError:
         raise
@@ -104,10 +117,7 @@ def _decode_with_av(data: bytes, what: str) -> Audio:
         raise MediaError(f"{what} cannot be decoded: {exc}") from exc
     if not chunks:
         raise MediaError(f"{what} decoded to no samples")
-    samples = np.concatenate(chunks, axis=1)
-    if samples.dtype.kind == "i":
-        samples = samples / float(np.iinfo(samples.dtype).max)
-    return Audio(samples.astype(np.float32), int(rate))
+    return Audio(np.concatenate(chunks, axis=1), int(rate))
 
 
 def load_audio(path: str | os.PathLike[str]) -> Audio:
