@@ -326,3 +326,22 @@ def test_hf_cache_bag_loads_offline(offline_caches: Path) -> None:
     _write_safetensors(snapshot / "abcd1234.safetensors", model, klass="os.system")
     with pytest.raises(UnsafeCheckpointError, match="not a demucs model class"):
         separation.load_pretrained("htdemucs")
+
+
+def test_partition_sdr_is_the_mean_over_stems_of_per_stem_medians() -> None:
+    """SiSEC/MUSDB: median over tracks per stem, then the mean over stems (not the median of track means)."""
+    from mpq_assets.tasks.base import Score
+
+    bass, vocals = [1.0, 2.0, 10.0], [9.0, 0.0, 4.0]
+    rows = []
+    for i, (b, v) in enumerate(zip(bass, vocals, strict=True)):
+        rows += [Score("sdr_bass", b, f"t{i}"), Score("sdr_vocals", v, f"t{i}"), Score("sdr", (b + v) / 2, f"t{i}")]
+        rows += [Score("sdr_ref_bass", b + 5, f"t{i}"), Score("sdr_ref", b + 5, f"t{i}")]
+    agg = {s.metric: (s.value, s.n) for s in SourceSeparation._aggregates(rows)}
+    assert agg["sdr_bass"] == (2.0, 3) and agg["sdr_vocals"] == (4.0, 3)
+    assert agg["sdr"] == (3.0, 3)  # the median of the track means [5, 1, 7] would say 5
+    # sdr_ref and sdr_ref_* are neither stems of sdr nor does sdr_ref count its own headline
+    assert agg["sdr_ref"] == (7.0, 3) and agg["sdr_ref_bass"] == (7.0, 3)
+    # over a subset of tracks (what an analysis restricts to): the same convention on those tracks
+    two = [r for r in rows if r.item_id in ("t0", "t2")]
+    assert SourceSeparation.aggregate("sdr", two) == pytest.approx(((1 + 10) / 2 + (9 + 4) / 2) / 2)

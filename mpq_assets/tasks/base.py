@@ -25,7 +25,7 @@ import torch
 from mpq_assets.codecs.base import Item, Modality
 from mpq_assets.weights import ModelNotAvailableError
 
-__all__ = ["ModelNotAvailableError", "Prediction", "Score", "Task", "TaskInfo", "same_length"]
+__all__ = ["ModelNotAvailableError", "Prediction", "Score", "Task", "TaskInfo", "same_length", "weighted_mean"]
 
 
 @dataclass
@@ -80,6 +80,20 @@ class Task(ABC):
     def score_reference(self, item_ids: Sequence[str], predictions: Sequence[Prediction],
                         reference: Sequence[Prediction]) -> list[Score]:
         """Label-free scores against the prediction on the uncompressed item."""
+
+    @classmethod
+    def aggregate(cls, metric: str, rows: Sequence[Score]) -> float | None:
+        """The partition-level ``metric`` over the per-item ``rows`` given: what the scorer's own aggregate row
+        would be for just those items, so an analysis can compare a task score and a quality metric over the
+        items both have. By default the mean weighted by each row's ``n``; None where per-item rows cannot
+        rebuild the aggregate (a pooled confusion matrix, a multi-label AUROC) or no row has the metric."""
+        return weighted_mean([r for r in rows if r.metric == metric])
+
+
+def weighted_mean(rows: Sequence[Score]) -> float | None:
+    """Mean of the rows' values weighted by their ``n`` (None without rows or weight)."""
+    weight = sum(r.n for r in rows)
+    return sum(r.value * r.n for r in rows) / weight if rows and weight else None
 
 
 def same_length(item_ids: Sequence[Any], predictions: Sequence[Any], other: Sequence[Any]) -> None:

@@ -219,13 +219,21 @@ class SemanticSegmentation(Task):
             except ValueError as exc:
                 hint = "" if self.reduce_labels else " (ADE20k-style masks with 0 = other need reduce_labels=True)"
                 raise ValueError(f"item {item_id}: {exc}{hint}") from exc
-            for metric, value in (("miou", scoring.mean_iou(cm)), ("pixel_accuracy", scoring.pixel_accuracy(cm))):
+            # n: the item's counted pixels, so pixel accuracy over any set of items is their weighted mean
+            pixels = int(cm.sum())
+            for metric, value, n in (("miou", scoring.mean_iou(cm), 1),
+                                     ("pixel_accuracy", scoring.pixel_accuracy(cm), pixels)):
                 if np.isfinite(value):
-                    rows.append(Score(metric, value, item_id))
+                    rows.append(Score(metric, value, item_id, n=n))
         if acc.n:
             rows.append(Score("miou", acc.mean_iou(), None, n=acc.n))
             rows.append(Score("pixel_accuracy", acc.pixel_accuracy(), None, n=acc.n))
         return rows
+
+    @classmethod
+    def aggregate(cls, metric: str, rows: Sequence[Score]) -> float | None:
+        """mIoU pools the items' confusion matrices, which per-item rows do not keep: None for it."""
+        return None if metric in ("miou", "miou_ref") else super().aggregate(metric, rows)
 
     def score_reference(self, item_ids: Sequence[str], predictions: Sequence[Prediction],
                         reference: Sequence[Prediction]) -> list[Score]:

@@ -55,8 +55,10 @@ Rows per item: ``sdr_<stem>`` and ``nsdr_<stem>`` for each matched stem, and
 ``sdr`` / ``nsdr``, the mean over the item's matched stems. Reference scores
 compare each separated source with the separation of the uncompressed item:
 ``sdr_ref_<source>``, ``nsdr_ref_<source>``, ``sdr_ref``, ``nsdr_ref`` (mean over
-sources). Aggregate rows (``item_id=None``) are the **median over items** of each
-metric, the SiSEC/MUSDB convention (median over windows, then over tracks); a
+sources). Aggregate rows (``item_id=None``) follow the SiSEC/MUSDB convention:
+each stem's metric is the **median over tracks** (of per-track medians over
+windows), and the headline ``sdr`` / ``nsdr`` / ``sdr_ref`` / ``nsdr_ref`` is the
+**mean over stems of those medians** (not the median of per-track means); a
 value that is NaN (every window silent) gives no row.
 """
 
@@ -504,7 +506,7 @@ class SourceSeparation(Task):
             est = np.stack([sdr_metrics.pad_or_truncate(estimates[i], frames) for _, _, i in matched])
             names = [metric_suffix(stem) for stem, _, _ in matched]
             rows += self._rows(item_id, ref, est, rate, names, "sdr", "nsdr")
-        return rows + _medians(rows)
+        return rows + self._aggregates(rows)
 
     def _reference_stem(self, path: Path, rate: int, channels: int) -> np.ndarray:
         return remix(resample(load_audio(path), rate), channels).samples
@@ -525,7 +527,32 @@ class SourceSeparation(Task):
             names = [metric_suffix(s) for s in ref.summary.get("sources", range(r.shape[0]))]
             rate = int(ref.summary.get("sample_rate") or 44100)
             rows += self._rows(item_id, r, e, rate, names, "sdr_ref", "nsdr_ref")
-        return rows + _medians(rows)
+        return rows + self._aggregates(rows)
+
+    @classmethod
+    def aggregate(cls, metric: str, rows: Sequence[Score]) -> float | None:
+        """SiSEC/MUSDB: a stem's metric is its median over tracks; a headline the mean over stems of those."""
+        if metric in HEADLINES:
+            stems = sorted({r.metric for r in rows if _headline_of(r.metric) == metric})
+            medians = [cls.aggregate(stem, rows) for stem in stems]
+            return float(np.mean(medians)) if medians else None
+        values = [r.value for r in rows if r.metric == metric]
+        if _headline_of(metric) is not None:
+            return float(np.median(values)) if values else None
+        return super().aggregate(metric, rows)
+
+    @classmethod
+    def _aggregates(cls, rows: Sequence[Score]) -> list[Score]:
+        """One partition row per metric (``aggregate``), with n = the tracks that have the metric."""
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.metric] = counts.get(row.metric, 0) + 1
+        out = []
+        for metric, n in counts.items():
+            value = cls.aggregate(metric, rows)
+            if value is not None:
+                out.append(Score(metric, value, None, n=n))
+        return out
 
     @staticmethod
     def _rows(item_id: str, ref: np.ndarray, est: np.ndarray, rate: int, names: list[str],
@@ -545,9 +572,14 @@ class SourceSeparation(Task):
         return rows
 
 
-def _medians(rows: Sequence[Score]) -> list[Score]:
-    """One aggregate row per metric: the median over items (SiSEC convention), with n."""
-    by_metric: dict[str, list[float]] = {}
-    for row in rows:
-        by_metric.setdefault(row.metric, []).append(row.value)
-    return [Score(metric, float(np.median(values)), None, n=len(values)) for metric, values in by_metric.items()]
+HEADLINES = ("sdr", "nsdr", "sdr_ref", "nsdr_ref")  # per item: the mean over its stems
+
+
+def _headline_of(metric: str) -> str | None:
+    """The headline a per-stem metric belongs to (``sdr_ref_bass`` -> ``sdr_ref``), None for a headline."""
+    if metric in HEADLINES:
+        return None
+    for base in sorted(HEADLINES, key=len, reverse=True):
+        if metric.startswith(base + "_"):
+            return base
+    return None

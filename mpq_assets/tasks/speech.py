@@ -331,15 +331,18 @@ class SpeechRecognition(Task):
     @staticmethod
     def _rows(item_ids: Sequence[str], pairs: Sequence[tuple[str, str]], word_metric: str, char_metric: str,
               wra_metric: str | None) -> list[Score]:
-        """Per-item rows (skipped for empty references) + corpus rows over all ``pairs`` (reference, hypothesis)."""
+        """Per-item rows (skipped for empty references) + corpus rows over all ``pairs`` (reference, hypothesis).
+
+        An item's WER / CER row carries ``n`` = its reference words / characters, so the corpus rate of any
+        set of items is the weighted mean of their rows (``aggregate``)."""
         rows: list[Score] = []
         words, chars = werlib.EditCounts(), werlib.EditCounts()
         for item_id, (ref, hyp) in zip(item_ids, pairs, strict=True):
             w, c = werlib.word_counts(ref, hyp), werlib.char_counts(ref, hyp)
             words, chars = words + w, chars + c
             if w.length:
-                rows.append(Score(word_metric, w.rate, item_id))
-                rows.append(Score(char_metric, c.rate, item_id))
+                rows.append(Score(word_metric, w.rate, item_id, n=w.length))
+                rows.append(Score(char_metric, c.rate, item_id, n=c.length))
                 if wra_metric:
                     rows.append(Score(wra_metric, werlib.word_recognition_accuracy(w.rate), item_id))
         if not pairs:
@@ -353,6 +356,14 @@ class SpeechRecognition(Task):
         if wra_metric:
             rows.append(Score(wra_metric, werlib.word_recognition_accuracy(words.rate), None, n=len(pairs)))
         return rows
+
+    @classmethod
+    def aggregate(cls, metric: str, rows: Sequence[Score]) -> float | None:
+        """Corpus rates over the given items; WRA from their corpus WER, as the scorer computes it."""
+        if metric == "wra":
+            wer = super().aggregate("wer", rows)
+            return None if wer is None else werlib.word_recognition_accuracy(wer)
+        return super().aggregate(metric, rows)
 
     def score_labels(self, item_ids: Sequence[str], predictions: Sequence[Prediction],
                      labels: Sequence[Any]) -> list[Score]:
