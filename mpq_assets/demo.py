@@ -20,7 +20,7 @@ from mpq_assets.assets.factory import ANALYSES
 from mpq_assets.codecs import RATIOS, codec_names, get_codec
 from mpq_assets.experiments import EXPERIMENTS, Experiment
 from mpq_assets.partitions import codec_partitions_name, partition_key
-from mpq_assets.pipeline.analyse import reference_scores, scores_table
+from mpq_assets.pipeline.analyse import point_summary, reference_scores, scores_table
 from mpq_assets.resources import MpqResource
 from mpq_assets.settings import load_settings
 from mpq_assets.store import ResultsStore
@@ -76,15 +76,19 @@ def materialise_experiment(
 
 
 def summary_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
-    """codec x target ratio -> achieved ratio and bpp/kbps; '*' marks items that missed the target."""
-    df = store.query("SELECT * FROM rate_summary WHERE experiment = ? ORDER BY codec, target_ratio", [experiment])
+    """codec x target ratio -> pooled achieved ratio and bpp/kbps; '*' marks items that missed the target,
+    '=' a partition that is the same operating point as a lower target (identical bitstreams)."""
+    df = store.query("SELECT r.*, p.point, p.codec || '@' || p.bitrate <> p.point AS duplicate FROM rate_summary r "
+                     "JOIN partition_points p USING (experiment, codec, bitrate) WHERE r.experiment = ? "
+                     "ORDER BY codec, target_ratio", [experiment])
     if df.empty:
         return df
-    rate_col, unit = ("mean_bpp", "bpp") if df["mean_bpp"].notna().any() else ("mean_kbps", "kbps")
+    rate_col, unit = ("bpp", "bpp") if df["bpp"].notna().any() else ("kbps", "kbps")
 
     def cell(r: pd.Series) -> str:
         miss = f" *{int(r.missed_target)}" if r.missed_target else ""
-        return f"{r.mean_ratio:7.1f}:1 {r[rate_col]:7.3f}{unit}{miss}"
+        same = " =" if r.duplicate else ""
+        return f"{r.ratio:7.1f}:1 {r[rate_col]:7.3f}{unit}{miss}{same}"
 
     df["cell"] = df.apply(cell, axis=1)
     table = df.pivot(index="codec", columns="bitrate", values="cell")
@@ -125,19 +129,37 @@ def prepare_dagster_home(home: str | os.PathLike[str]) -> None:
 def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str] = ()) -> dict[str, pd.DataFrame]:
     """The demo's short view of the analyses: BD-rate / 95%-kept ratio on headline task measures and
     the best quality predictor of each task measure (partition level, Spearman)."""
-    curves = store.query("SELECT codec, measure, points, bd_rate, coalesce(bd_rate_note, '') AS bd_note, "
-                         "kept_ratio, coalesce(kept_note, '') AS kept_note FROM rate_curves WHERE experiment = ? "
-                         "AND kind = 'task' ORDER BY measure, codec", [experiment])
+    points = point_summary(store, experiment)
+    curves = store.query("SELECT codec, measure, points, merged, missed, anchor, bd_rate, "
+                         "coalesce(bd_rate_note, '') AS bd_note, kept_ratio, coalesce(kept_note, '') AS kept_note "
+                         "FROM rate_curves WHERE experiment = ? AND kind = 'task' ORDER BY measure, codec",
+                         [experiment])
+    others = store.query("SELECT measure, anchor, codec, bd_rate, anchor_points, points FROM bd_rates "
+                         "WHERE experiment = ? AND kind = 'task' AND bd_rate IS NOT NULL ORDER BY measure, anchor, "
+                         "codec", [experiment])
     if headline:
         curves = curves[curves["measure"].isin(headline)]
+        others = others[others["measure"].isin(headline)]
     best = store.query("SELECT task || '.' || task_metric AS task_measure, quality_metric AS best_predictor, r, "
-                       "ci_low, ci_high, n FROM correlation_ranking WHERE experiment = ? AND level = 'partition' "
-                       "AND method = 'spearman' AND rank = 1 ORDER BY task_measure", [experiment])
+                       "ci_low, ci_high, n, merged, missed FROM correlation_ranking WHERE experiment = ? "
+                       "AND level = 'partition' AND method = 'spearman' AND rank = 1 ORDER BY task_measure",
+                       [experiment])
+    wrong = store.query("SELECT task || '.' || task_metric AS task_measure, quality_metric, r, n FROM "
+                        "correlation_ranking WHERE experiment = ? AND level = 'partition' AND method = 'spearman' "
+                        "AND wrong_sign ORDER BY task_measure, quality_metric", [experiment])
     tables = {}
+    if len(points):
+        tables["operating points per codec (every analysis counts distinct points: merged = duplicate "
+               "partitions, missed = partitions with items that missed their target)"] = points
     if len(curves):
-        tables["BD-rate (%, vs the anchor codec) and highest ratio keeping 95% of the reference score"] = curves
+        tables["BD-rate (%, vs the anchor codec) and highest achieved ratio keeping 95% of the reference score, "
+               "over distinct points"] = curves
+    if len(others):
+        tables["BD-rate (%) against every anchor with enough distinct points"] = others
     if len(best):
-        tables["best quality predictor per task measure (Spearman r over codec x ratio means, 95% CI)"] = best
+        tables["best quality predictor per task measure (Spearman r over distinct points, 95% CI)"] = best
+    if len(wrong):
+        tables["correlations with the wrong sign (worse quality, better task score): never ranked"] = wrong
     return tables
 
 
@@ -175,7 +197,8 @@ def run_demo(
         materialise_experiment(exp, instance, mine, bitrates, say=say)
     for name in experiments:
         table = summary_table(store, name)
-        say(f"\n{name}: mean achieved ratio and rate per codec x target ratio (*n = items that missed the target)")
+        say(f"\n{name}: achieved ratio and rate (pooled over items) per codec x target ratio (*n = items that "
+            "missed the target, = the same bitstreams as a lower target)")
         say(table.to_string() if not table.empty else "  (no rows)")
         scores = scores_table(store, name, EXPERIMENTS[name].headline)
         if not scores.empty:
@@ -183,8 +206,9 @@ def run_demo(
             if not ref.empty:
                 say(f"\n{name}: task scores on the uncompressed items (vs labels)")
                 say(ref.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-            say(f"\n{name}: achieved rate, mean quality and task scores per codec x target ratio "
-                "(*_ref, agreement, kl: vs the task's output on the uncompressed item; others vs labels)")
+            say(f"\n{name}: achieved rate, mean quality and task scores per distinct operating point (targets: "
+                "the partitions it stands for; *_ref, agreement, kl: vs the task's output on the uncompressed item; "
+                "others vs labels)")
             say(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         for title, frame in analysis_tables(store, name, EXPERIMENTS[name].headline).items():
             say(f"\n{name}: {title}")

@@ -30,26 +30,26 @@ def test_rate_curves_rows_and_reasons(demo_run) -> None:
     exp = EXPERIMENTS["demo_images"]
     measures = set(rc["measure"])
     assert set(exp.quality_metrics) <= measures and "classification.top1" in measures
-    assert (rc["points"] == len(DEMO_PLAN["demo_images"])).all()
+    points = store.query("SELECT count(*) AS n FROM operating_points WHERE experiment = 'demo_images' AND "
+                         "codec = 'jpeg'")["n"][0]
+    assert (rc["points"] == points).all() and (rc["partitions"] == len(DEMO_PLAN["demo_images"])).all()
+    assert (rc["merged"] == rc["partitions"] - rc["points"]).all()
     # jpeg is the image anchor: BD-rate 0 by definition
     assert (rc["bd_rate"] == 0).all() and (rc["bd_rate_note"] == "anchor codec").all()
     speech = store.query("SELECT * FROM rate_curves WHERE experiment = 'demo_speech'")
-    opus = speech[(speech.codec == "opus") & (speech.measure == "asr.wer")].iloc[0]
-    # one opus point against one mp3 point: never a number, always the reason
-    assert np.isnan(opus["bd_rate"]) and "need 4" in opus["bd_rate_note"]
-    assert opus["higher_is_better"] == False  # noqa: E712 (numpy bool)
-    # 95%-kept ratio: top1 on 2 jpeg points, checked by hand from the stored partition scores
+    mp3 = speech[(speech.codec == "mp3") & (speech.measure == "asr.wer")].iloc[0]
+    # opus is the audio anchor; one mp3 point against one opus point: never a number, always the reason
+    assert mp3["anchor"] == "opus" and np.isnan(mp3["bd_rate"]) and "need 4" in mp3["bd_rate_note"]
+    assert mp3["higher_is_better"] == False  # noqa: E712 (numpy bool)
+    # no curve here has 4 distinct points: no anchor qualifies for bd_rates
+    assert store.query("SELECT count(*) AS n FROM bd_rates")["n"][0] == 0
+    # the 95%-kept ratio is an achieved pooled ratio of one of jpeg's points, or NULL with the reason
     top1 = rc[rc.measure == "classification.top1"].iloc[0]
-    ref = store.query("SELECT value FROM task_scores WHERE experiment='demo_images' AND codec='reference' "
-                      "AND task='classification' AND metric='top1' AND item_id IS NULL")["value"][0]
-    pts = store.query("SELECT r.mean_ratio, t.value FROM rate_summary r JOIN task_scores t USING "
-                      "(experiment, codec, bitrate) WHERE r.experiment='demo_images' AND r.codec='jpeg' AND "
-                      "t.task='classification' AND t.metric='top1' AND t.item_id IS NULL")
-    kept = pts[pts["value"] >= 0.95 * ref]["mean_ratio"]
-    if len(kept):
-        assert top1["kept_ratio"] == kept.max() and top1["reference"] == ref
+    ratios = store.query("SELECT ratio FROM operating_points WHERE experiment = 'demo_images' AND codec = 'jpeg'")
+    if np.isfinite(top1["kept_ratio"]):
+        assert top1["kept_ratio"] in ratios["ratio"].tolist()
     else:
-        assert np.isnan(top1["kept_ratio"]) and "no ratio keeps" in top1["kept_note"]
+        assert "keeps less than 95%" in top1["kept_note"]
 
 
 def test_correlations_levels_methods_and_n(demo_run) -> None:
@@ -64,11 +64,13 @@ def test_correlations_levels_methods_and_n(demo_run) -> None:
     item = corr[(corr.level == "item") & (corr.task_metric == "agreement")]
     assert (item["n"] == DEMO_ITEMS["demo_images"] * 2).all() and item["r"].notna().all()
     assert ((item["ci_low"] <= item["r"] + 1e-9) & (item["r"] <= item["ci_high"] + 1e-9)).all()
-    # the ranking view: one rank-1 metric per (level, task metric, method) that has a real r; none where all are NULL
+    # the ranking view: one rank-1 metric per (level, task metric, method) that has a real r of the expected sign
     ranked = store.query("SELECT * FROM correlation_ranking WHERE experiment = 'demo_images' AND rank = 1")
-    finite = corr.dropna(subset=["r"])
-    assert len(ranked) == len(finite.groupby(["level", "task", "task_metric", "method"])) > 0
-    assert set(ranked["level"]) == {"item"} and ranked["r"].notna().all()
+    right = corr[corr["r"] * corr["expected_sign"] > 0]
+    assert len(ranked) == len(right.groupby(["level", "task", "task_metric", "method"])) > 0
+    assert set(ranked["level"]) == {"item"} and (ranked["r"] * ranked["expected_sign"] > 0).all()
+    # item level: every item at each of the two points, and a note that intervals resample items
+    assert (item["note"] == f"{DEMO_ITEMS['demo_images']} items; intervals resample items").all()
 
 
 def test_plots_are_in_the_materialisation_metadata(demo_run) -> None:
@@ -89,7 +91,8 @@ def test_html_report_holds_tables_and_plots(demo_run) -> None:
     path = Path(_metadata(results, "demo_images", "report")["path"].value)
     assert path == settings.reports_dir / "demo_images.html" and path.is_file()
     text = path.read_text(encoding="utf-8")
-    for heading in ("Rate curves", "Best quality predictor", "All correlations", "Failures"):
+    for heading in ("Operating points per codec", "Rate curves", "BD-rate against every anchor",
+                    "Best quality predictor", "All correlations", "Failures"):
         assert heading in text
     assert len(_PNG.findall(text)) >= 2 and "<script" not in text
     index = (settings.reports_dir / "index.html").read_text(encoding="utf-8")

@@ -171,6 +171,16 @@ def test_highest_ratio_kept():
     assert highest_ratio_kept([5, 10, 20, 40], 1 - wer, 1 - 0.10) == 20.0  # word accuracy 0.86 >= 0.855
 
 
+def test_highest_ratio_kept_stops_at_the_first_failure_of_a_non_monotone_curve():
+    # 0.95 * 0.80 = 0.76: 50x (0.70) and 100x (0.72) fail, 200x (0.77) recovers; the answer is 20x, not 200x
+    assert highest_ratio_kept([20, 50, 100, 200], [0.80, 0.70, 0.72, 0.77], 0.80) == 20.0
+    # order of the input does not matter; the lowest ratio failing gives None
+    assert highest_ratio_kept([200, 100, 50, 20], [0.77, 0.72, 0.70, 0.80], 0.80) == 20.0
+    assert highest_ratio_kept([20, 50, 200], [0.70, 0.79, 0.79], 0.80) is None
+    # two points at one ratio (two codecs' points pooled by a caller) pass only together
+    assert highest_ratio_kept([20, 50, 50, 100], [0.8, 0.8, 0.7, 0.8], 0.80) == 20.0
+
+
 @pytest.mark.parametrize("reference", [0.0, -0.5, float("nan"), float("inf")])
 def test_highest_ratio_kept_rejects_bad_reference(reference: float):
     with pytest.raises(ValueError, match="reference"):

@@ -62,8 +62,9 @@ def test_every_table_has_the_partitions_rows(run) -> None:
 
 def test_more_compression_hurts_quality_and_the_model(run) -> None:
     store, _ = run
-    table = scores_table(store, "demo_images").set_index("bitrate")
-    lo, hi = table.loc["20x"], table.loc["200x"]
+    table = scores_table(store, "demo_images").set_index("point")
+    lo, hi = table.loc["jpeg@20x"], table.loc["jpeg@200x"]
+    assert lo["targets"] == "20x" and hi["targets"] == "200x" and lo["ratio"] < hi["ratio"]
     assert lo["psnr"] > hi["psnr"] + 3
     assert lo["lpips_alex"] < hi["lpips_alex"]
     assert lo["ms_ssim"] > hi["ms_ssim"]

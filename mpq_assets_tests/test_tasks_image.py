@@ -253,7 +253,11 @@ def test_classification_scoring_known_answers() -> None:
 
     scores = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [0.2, 0.2, 0.6]])
     assert scoring.topk_hits(scores, [1, {1, 2}, 1], k=1).tolist() == [True, False, False]
-    assert scoring.topk_accuracy(scores, [1, {1, 2}, 1], k=2)  # ties: lower index first == pytest.approx(2 / 3)
+    # top-2: item 0 {1, 2} holds 1; item 1 {0, 2} holds 2; item 2 {2, 0} (the 0.2 tie: index 0 ranks first)
+    # misses 1
+    assert scoring.topk_indices(scores, 2).tolist() == [[1, 2], [0, 2], [2, 0]]
+    assert scoring.topk_accuracy(scores, [1, {1, 2}, 1], k=2) == pytest.approx(2 / 3)
+    assert scoring.topk_accuracy(scores, [1, {1, 2}, 1], k=1) == pytest.approx(1 / 3)
     assert scoring.top1_agreement(scores, scores[[0, 2, 1]]).tolist() == [True, False, False]
 
     truth = np.array([[1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 0, 0]])

@@ -199,12 +199,14 @@ def bd_metric(
 def highest_ratio_kept(
     ratios: _Values, scores: _Values, reference: float, *, fraction: float = 0.95
 ) -> float | None:
-    """The highest compression ratio whose score is still at least ``fraction`` of the uncompressed reference.
+    """The highest compression ratio up to which the score stays at least ``fraction`` of the reference.
 
-    For higher-is-better scores only: callers convert WER to word accuracy (1 - WER) before calling, since a
-    fraction of an error rate means nothing. Pairs with a non-finite value are ignored. Returns None when no ratio
-    keeps the score; raises ValueError when the reference is not a positive finite number (no fraction of it is
-    meaningful).
+    "Up to" is literal: every point at that ratio or a lower one must keep the score. A curve that fails at
+    50:1 and recovers at 200:1 (finite data wobbles) keeps only what lies below its first failure, so the
+    answer never skips a ratio at which the model was already broken. For higher-is-better scores only:
+    callers convert WER to word accuracy (1 - WER) before calling, since a fraction of an error rate means
+    nothing. Pairs with a non-finite value are ignored. Returns None when the lowest ratio already fails;
+    raises ValueError when the reference is not a positive finite number (no fraction of it is meaningful).
     """
     reference = float(reference)
     if not np.isfinite(reference) or reference <= 0:
@@ -212,5 +214,9 @@ def highest_ratio_kept(
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     r, s = _finite_pairs(ratios, scores, "highest_ratio_kept")
-    kept = r[s >= fraction * reference]
-    return float(kept.max()) if kept.size else None
+    order = np.argsort(r, kind="stable")
+    r, keeps = r[order], s[order] >= fraction * reference
+    # points at one ratio pass together: the first ratio with any failing point ends the run
+    failing = np.unique(r[~keeps])
+    passed = r[keeps] if not failing.size else r[keeps & (r < failing[0])]
+    return float(passed.max()) if passed.size else None

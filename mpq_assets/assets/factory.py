@@ -113,8 +113,8 @@ def _experiment_assets(experiment: Experiment, gpu_op_tags: Mapping[str, Any] | 
 
         def summarise(s: Any) -> dict[str, Any]:
             return dict(items=s.items, errors=s.errors, missed_target=s.missed_target,
-                        mean_ratio=_round(s.mean_ratio, 2), mean_bpp=_round(s.mean_bpp, 4),
-                        mean_kbps=_round(s.mean_kbps, 2), seconds=round(s.seconds, 2))
+                        ratio=_round(s.ratio, 2), bpp=_round(s.bpp, 4), kbps=_round(s.kbps, 2),
+                        seconds=round(s.seconds, 2))
 
         return _all_partitions(context, experiment, lambda parts: compress_partitions(
             experiment, parts, store, settings, context.log), summarise)
@@ -168,29 +168,34 @@ def analysis_assets(experiment: Experiment, sweep: list[AssetsDefinition]) -> li
     common = dict(group_name=name, kinds={"duckdb", "python"}, automation_condition=analysis_condition())
     measured = [keys[k] for k in ("compressed", "quality", "task_scores") if k in keys]
 
-    @asset(key=[name, "rate_curves"], deps=measured, description=f"BD-rate of each {name} codec against the "
-           "anchor (JPEG / MP3) on task and quality measures, and the highest ratio keeping 95% of the "
-           "reference task score; plots of task score vs achieved rate.", **common)
+    @asset(key=[name, "rate_curves"], deps=measured, description=f"BD-rate of each {name} codec against "
+           f"{experiment.bd_anchor} (and every codec with enough points) on task and quality measures, and the "
+           "highest achieved ratio keeping 95% of the reference task score, over distinct operating points; "
+           "plots of task score vs achieved rate.", **common)
     def rate_curves(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
         store = mpq.store()
         table = analyse.rate_curves(experiment, store)
         figs = analyse.figures(experiment, store, kinds=("rate",))
-        shown = table[["codec", "measure", "points", "bd_rate", "bd_rate_note", "kept_ratio", "kept_note"]]
+        shown = table[["codec", "measure", "points", "merged", "missed", "bd_rate", "bd_rate_note", "kept_ratio",
+                       "kept_note"]]
+        points = analyse.point_summary(store, name)
         return MaterializeResult(metadata={"rows": len(table), "codecs": int(table["codec"].nunique()),
+                                           "operating_points": _markdown_table(points),
                                            "bd_rates": _markdown_table(shown), **_figure_metadata(figs)})
 
     analyses = [rate_curves]
     if experiment.tasks and experiment.quality_metrics:
         @asset(key=[name, "correlations"], deps=measured, description="Pearson, Spearman and Kendall "
                "correlation (bootstrap 95% CI, n) of every task metric with every quality metric, across "
-               "codec x ratio partitions and across items, and which quality metric predicts each task best.",
-               **common)
+               "distinct operating points and across (item, point) pairs, and which quality metric predicts "
+               "each task best (with the sign its direction implies).", **common)
         def correlations(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
             store = mpq.store()
             table, ranking = analyse.correlations(experiment, store)
             figs = analyse.figures(experiment, store, kinds=("correlation",))
             best = ranking[ranking["best"].astype(bool)] if len(ranking) else ranking  # rank 1 with a real r
-            cols = ["level", "task", "task_metric", "method", "quality_metric", "r", "ci_low", "ci_high", "n"]
+            cols = ["level", "task", "task_metric", "method", "quality_metric", "r", "ci_low", "ci_high", "n",
+                    "merged", "missed"]
             return MaterializeResult(metadata={"rows": len(table),
                                                "best_predictors": _markdown_table(best[cols] if len(best) else best),
                                                **_figure_metadata(figs)})

@@ -16,6 +16,10 @@ from mpq_assets.codecs.base import Modality
 from mpq_assets.datasets import Dataset, make_dataset
 from mpq_assets.settings import REPO_ROOT
 
+# BD-rate anchors when an experiment names none: JPEG for images; Opus for audio, whose kbps ladder keeps
+# distinct points down to ~6 kbps where MP3 and AAC collapse onto their floors (too few points for BD-rate).
+DEFAULT_ANCHORS: dict[Modality, str] = {"image": "jpeg", "audio": "opus"}
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -42,6 +46,12 @@ class Experiment:
     tasks: tuple[TaskSpec, ...] = ()
     quality_metrics: tuple[str, ...] = ()
     headline: tuple[str, ...] = ()  # measures the demo summary prints (all when empty)
+    anchor: str | None = None       # BD-rate anchor codec; None: DEFAULT_ANCHORS of the modality
+
+    @property
+    def bd_anchor(self) -> str:
+        """The codec every BD-rate in ``rate_curves`` is measured against."""
+        return self.anchor or DEFAULT_ANCHORS[self.modality]
 
     def make_dataset(self) -> Dataset:
         ds = make_dataset(self.dataset, **dict(self.dataset_args))

@@ -28,6 +28,8 @@ pass (what a backfill run of many partitions gets), item by item:
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import hashlib
 import io
 import logging
 import multiprocessing
@@ -60,7 +62,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMPRESSED_COLUMNS = ["item_id", "target_ratio", "budget_bytes", "bytes", "bpp", "kbps", "achieved_ratio",
-                      "setting", "rate_met", "trials", "encode_s", "decode_s", "path", "decoded_path"]
+                      "setting", "rate_met", "trials", "encode_s", "decode_s", "path", "decoded_path", "sha256",
+                      "raw_bytes", "pixels", "duration_s"]
 BATCH = 8  # items per group for batched (neural) codecs, at least; a group holds 4 device batches
 PNG_LEVEL = 1  # reconstructions: lossless either way; level 1 writes ~3x faster than 6 for ~10 % more bytes
 WORKERS_ENV = "MPQ_WORKERS"
@@ -73,9 +76,9 @@ class CompressSummary:
     items: int
     errors: int
     missed_target: int
-    mean_ratio: float | None
-    mean_bpp: float | None
-    mean_kbps: float | None
+    ratio: float | None      # pooled over the items: sum(raw bytes) / sum(bytes), as rate_summary
+    bpp: float | None
+    kbps: float | None
     seconds: float
 
 
@@ -111,16 +114,23 @@ def reconstruction_bytes(decoded: Item) -> bytes:
 
 def _row(item: Item, ratio: float, budget: int, encoded: Encoded, encode_s: float, decode_s: float, path: Path,
          recon: Path) -> dict:
+    """One ``compressed`` row. The bitstream's content hash tells the analyses which partitions are one
+    operating point; raw bytes, pixels and seconds are the denominators of pooled partition rates."""
     size = len(encoded.data)
     bits = size * 8
+    pixels = duration = None
     if isinstance(item, Audio):
-        bpp, kbps = None, bits / item.duration_s / 1000.0
+        duration = item.duration_s
+        bpp, kbps = None, bits / duration / 1000.0
     else:
-        bpp, kbps = bits / (item.shape[0] * item.shape[1]), None
+        pixels = int(item.shape[0] * item.shape[1])
+        bpp, kbps = bits / pixels, None
+    raw = raw_bytes(item)
     return dict(target_ratio=ratio, budget_bytes=budget, bytes=size, bpp=bpp, kbps=kbps,
-                achieved_ratio=raw_bytes(item) / size, setting=encoded.setting, rate_met=encoded.rate_met,
+                achieved_ratio=raw / size, setting=encoded.setting, rate_met=encoded.rate_met,
                 trials=encoded.trials, encode_s=encode_s, decode_s=decode_s, path=str(path),
-                decoded_path=str(recon))
+                decoded_path=str(recon), sha256=hashlib.sha256(encoded.data).hexdigest(), raw_bytes=raw,
+                pixels=pixels, duration_s=duration)
 
 
 def compress_item(codec: Codec, item: Item, ratio: float, path: Path) -> dict:
@@ -463,13 +473,21 @@ def compress_partitions(experiment: Experiment, partitions: Sequence[tuple[str, 
     return summaries
 
 
-def _summary(codec: str, bitrate: str, frame: pd.DataFrame, errors: int, seconds: float) -> CompressSummary:
-    def mean(col: str) -> float | None:
-        vals = frame[col].dropna()
-        return float(vals.mean()) if len(vals) else None
+def pooled_rates(frame: pd.DataFrame) -> tuple[float | None, float | None, float | None]:
+    """(ratio, bpp, kbps) of a partition's ``compressed`` rows, pooled as the ``rate_summary`` view pools them:
+    summed raw bytes over summed bytes, summed bits over summed pixels / seconds."""
+    total = float(frame["bytes"].sum()) if len(frame) else 0.0
+    if not total:
+        return None, None, None
+    pixels = float(frame["pixels"].dropna().sum())
+    seconds = float(frame["duration_s"].dropna().sum())
+    return (float(frame["raw_bytes"].sum()) / total, 8.0 * total / pixels if pixels else None,
+            8.0 * total / seconds / 1000.0 if seconds else None)
 
+
+def _summary(codec: str, bitrate: str, frame: pd.DataFrame, errors: int, seconds: float) -> CompressSummary:
     return CompressSummary(codec, bitrate, len(frame), errors, int((~frame["rate_met"].astype(bool)).sum()),
-                           mean("achieved_ratio"), mean("bpp"), mean("kbps"), seconds)
+                           *pooled_rates(frame), seconds)
 
 
 def compress_partition(experiment: Experiment, codec_name: str, bitrate: str, store: ResultsStore,
@@ -479,5 +497,4 @@ def compress_partition(experiment: Experiment, codec_name: str, bitrate: str, st
     start = time.perf_counter()
     summary = compress_partitions(experiment, [(codec_name, bitrate)], store, settings, logger, workers)
     s = summary[(codec_name, bitrate)]
-    return CompressSummary(s.codec, s.bitrate, s.items, s.errors, s.missed_target, s.mean_ratio, s.mean_bpp,
-                           s.mean_kbps, time.perf_counter() - start)
+    return dataclasses.replace(s, seconds=time.perf_counter() - start)

@@ -37,6 +37,7 @@ PARTITION_KEYS: dict[str, tuple[str, ...]] = {
     "task_scores": ("experiment", "codec", "bitrate", "task"),
     "correlations": ("experiment",),
     "rate_curves": ("experiment",),
+    "bd_rates": ("experiment",),
 }
 _MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")

@@ -1,5 +1,8 @@
 -- Views for the common questions; recreated on every open so they track the code.
 
+-- Pooled rates: a partition's ratio is its summed raw bytes over its summed bytes written, bpp and
+-- kbps likewise over summed pixels and seconds, so one tiny item cannot dominate its partition.
+-- Per-item values stay in `compressed`.
 CREATE OR REPLACE VIEW rate_summary AS
 SELECT
     experiment,
@@ -7,27 +10,74 @@ SELECT
     bitrate,
     any_value(target_ratio)                       AS target_ratio,
     count(*)                                      AS items,
-    avg(achieved_ratio)                           AS mean_ratio,
-    avg(bpp)                                      AS mean_bpp,
-    avg(kbps)                                     AS mean_kbps,
+    sum(raw_bytes) / sum(bytes)                   AS ratio,
+    8.0 * sum(bytes) / nullif(sum(pixels), 0)     AS bpp,
+    8.0 * sum(bytes) / nullif(sum(duration_s), 0) / 1000 AS kbps,
     count(*) FILTER (WHERE NOT rate_met)          AS missed_target,
     avg(encode_s)                                 AS mean_encode_s,
     avg(decode_s)                                 AS mean_decode_s
 FROM compressed
 GROUP BY experiment, codec, bitrate;
 
+-- Each partition's distinct operating point: partitions of one codec whose items carry identical
+-- bitstreams (same item ids, same content hash) are one point, named after its lowest target
+-- (jpeg@200x). Rows without a hash (written before hashes were recorded) are never merged.
+CREATE OR REPLACE VIEW partition_points AS
+WITH signed AS (
+    SELECT experiment, codec, bitrate,
+           any_value(target_ratio)                AS target_ratio,
+           md5(string_agg(item_id || '=' || coalesce(sha256, 'file:' || path), '|' ORDER BY item_id)) AS signature,
+           count(*)                               AS items,
+           count(*) FILTER (WHERE NOT rate_met)   AS missed_items
+    FROM compressed
+    GROUP BY experiment, codec, bitrate
+)
+SELECT experiment, codec, bitrate, target_ratio, signature, items, missed_items,
+       codec || '@' || first_value(bitrate) OVER (PARTITION BY experiment, codec, signature
+                                                  ORDER BY target_ratio, bitrate) AS point
+FROM signed;
+
+-- What every curve, correlation, BD-rate and kept ratio counts: one row per distinct operating point
+-- at its achieved pooled rate, with the partitions merged into it and the items that missed.
+CREATE OR REPLACE VIEW operating_points AS
+SELECT p.experiment, p.codec, p.point,
+       count(*)                                          AS partitions,
+       count(*) - 1                                      AS merged,
+       string_agg(p.bitrate, ',' ORDER BY p.target_ratio) AS bitrates,
+       min(p.target_ratio)                               AS lowest_target,
+       max(p.target_ratio)                               AS highest_target,
+       max(CASE WHEN p.missed_items = 0 THEN p.target_ratio END) AS highest_met_target,
+       min(p.items)                                      AS items,
+       min(p.missed_items)                               AS missed_items,      -- missed even the lowest target
+       count(*) FILTER (WHERE p.missed_items > 0)        AS missed_partitions,
+       min(r.ratio)                                      AS ratio,
+       min(r.bpp)                                        AS bpp,
+       min(r.kbps)                                       AS kbps
+FROM partition_points p
+JOIN rate_summary r USING (experiment, codec, bitrate)
+GROUP BY p.experiment, p.codec, p.point;
+
+-- Per codec: how many partitions and how many distinct operating points they are.
 CREATE OR REPLACE VIEW codec_summary AS
-SELECT
-    experiment,
-    codec,
-    count(DISTINCT bitrate)                       AS bitrates,
-    count(*)                                      AS encoded_items,
-    min(achieved_ratio)                           AS min_ratio,
-    max(achieved_ratio)                           AS max_ratio,
-    max(CASE WHEN rate_met THEN target_ratio END) AS highest_met_target,
-    count(*) FILTER (WHERE NOT rate_met)          AS missed_target
-FROM compressed
-GROUP BY experiment, codec;
+WITH rows_ AS (
+    SELECT
+        experiment,
+        codec,
+        count(DISTINCT bitrate)                       AS bitrates,
+        count(*)                                      AS encoded_items,
+        min(achieved_ratio)                           AS min_ratio,
+        max(achieved_ratio)                           AS max_ratio,
+        max(CASE WHEN rate_met THEN target_ratio END) AS highest_met_target,
+        count(*) FILTER (WHERE NOT rate_met)          AS missed_target
+    FROM compressed
+    GROUP BY experiment, codec
+), points AS (
+    SELECT experiment, codec, count(DISTINCT point) AS points FROM partition_points GROUP BY experiment, codec
+)
+SELECT r.experiment, r.codec, r.bitrates, p.points, r.encoded_items, r.min_ratio, r.max_ratio,
+       r.highest_met_target, r.missed_target
+FROM rows_ r
+JOIN points p USING (experiment, codec);
 
 CREATE OR REPLACE VIEW failures AS
 SELECT experiment, stage, codec, bitrate, item_id, error, created_at
@@ -55,20 +105,25 @@ WHERE item_id IS NULL;
 -- Rate vs task: every partition's task scores beside its achieved rate and the score on the
 -- uncompressed items (relative_to_reference = value / reference_value).
 CREATE OR REPLACE VIEW rate_task AS
-SELECT r.experiment, r.codec, r.bitrate, r.target_ratio, r.mean_ratio, r.mean_bpp, r.mean_kbps, r.missed_target,
+SELECT r.experiment, r.codec, r.bitrate, p.point, r.target_ratio, r.ratio, r.bpp, r.kbps, r.missed_target,
        t.task, t.metric, t.value, t.n, ref.value AS reference_value,
        t.value / nullif(ref.value, 0) AS relative_to_reference, t.model
 FROM rate_summary r
+JOIN partition_points p USING (experiment, codec, bitrate)
 JOIN task_scores t ON t.experiment = r.experiment AND t.codec = r.codec AND t.bitrate = r.bitrate
                   AND t.item_id IS NULL
 LEFT JOIN task_scores ref ON ref.experiment = t.experiment AND ref.codec = 'reference' AND ref.item_id IS NULL
                          AND ref.task = t.task AND ref.metric = t.metric;
 
--- Correlations ranked: rank 1 is the quality metric that best predicts the task metric (largest |r|);
--- rank is NULL where r is (too few pairs, a constant side), so a rank always names a real correlation.
+-- Correlations ranked: rank 1 is the quality metric that best predicts the task metric (largest |r|
+-- among those with the sign their directions imply: a distance against an accuracy should be negative).
+-- A correlation of the wrong sign (worse quality, better task) is flagged `wrong_sign` and never ranked;
+-- rank is NULL where r is too (too few points, a constant side), so a rank always names a real correlation.
 CREATE OR REPLACE VIEW correlation_ranking AS
 SELECT *, abs(r) AS abs_r,
-       CASE WHEN r IS NOT NULL AND isfinite(r) THEN
-           row_number() OVER (PARTITION BY experiment, level, task, task_metric, method
+       coalesce(r IS NOT NULL AND isfinite(r) AND r * expected_sign < 0, false) AS wrong_sign,
+       CASE WHEN r IS NOT NULL AND isfinite(r) AND coalesce(r * expected_sign > 0, true) THEN
+           row_number() OVER (PARTITION BY experiment, level, task, task_metric, method,
+                                           (r IS NOT NULL AND isfinite(r) AND coalesce(r * expected_sign > 0, true))
                               ORDER BY abs(r) DESC NULLS LAST, quality_metric) END AS rank
 FROM correlations;
