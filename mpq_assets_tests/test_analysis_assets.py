@@ -61,6 +61,10 @@ def test_correlations_levels_methods_and_n(demo_run) -> None:
     assert set(corr["quality_metric"]) == set(exp.quality_metrics)
     part = corr[corr.level == "partition"]
     assert (part["n"] == 2).all() and part["r"].isna().all()  # two partitions: too few for a correlation
+    # no row claims more points than there are distinct ones, nor more (item, point) pairs
+    points = store.query("SELECT count(*) AS n, sum(items) AS pairs FROM operating_points "
+                         "WHERE experiment = 'demo_images'").iloc[0]
+    assert (part["n"] <= points["n"]).all() and (corr[corr.level == "item"]["n"] <= points["pairs"]).all()
     item = corr[(corr.level == "item") & (corr.task_metric == "agreement")]
     assert (item["n"] == DEMO_ITEMS["demo_images"] * 2).all() and item["r"].notna().all()
     assert ((item["ci_low"] <= item["r"] + 1e-9) & (item["r"] <= item["ci_high"] + 1e-9)).all()

@@ -306,8 +306,9 @@ def rate_curves(experiment: Experiment, store: ResultsStore) -> pd.DataFrame:
 def point_summary(store: ResultsStore, experiment: str) -> pd.DataFrame:
     """Per codec: partitions, the distinct operating points they are, duplicates merged, and misses."""
     return store.query(
-        "SELECT codec, sum(partitions) AS partitions, count(*) AS points, sum(merged) AS merged, "
-        "sum(missed_partitions) AS missed_partitions, count(*) FILTER (WHERE missed_items > 0) AS missed_points "
+        "SELECT codec, sum(partitions)::BIGINT AS partitions, count(*) AS points, sum(merged)::BIGINT AS merged, "
+        "sum(missed_partitions)::BIGINT AS missed_partitions, "
+        "count(*) FILTER (WHERE missed_items > 0) AS missed_points "
         "FROM operating_points WHERE experiment = ? GROUP BY codec ORDER BY codec", [experiment])
 
 
