@@ -84,7 +84,12 @@ def _run_path(path: str, spec: BenchSpec, items: list[BenchItem], root: Path, ru
     result_file = root / f"result-{path}-{run}.json"
     if in_process:  # tests: the same code, no fresh process (so no meaningful memory numbers)
         from mpq_assets.bench.measure import environment
+        from mpq_assets.pipeline.memo import METRIC_VALUES, PREDICTIONS
 
+        # as a fresh process would: nothing this process computed before (another test's run of the same
+        # files, possibly with another thread count) may stand in for the path's own work
+        PREDICTIONS.clear()
+        METRIC_VALUES.clear()
         with environment(env):
             _measure(path, spec, items, str(root / "data"), str(out_dir), str(result_file))
     else:
