@@ -14,7 +14,7 @@ APT_DEMO_DATA := flite fluidsynth fluid-soundfont-gm
 DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 PORT ?= 3000
 
-.PHONY: install system-deps demo test lint dev demo-data clean
+.PHONY: install system-deps demo test check lint dev demo-data clean
 
 install: $(STAMP)
 
@@ -49,8 +49,12 @@ test: install
 lint: install
 	$(BIN)/ruff check mpq_assets mpq_assets_tests scripts
 
+# The edit loop: ruff, then the fast tier (tests marked `fast`: no Dagster runs, no models; under 3 minutes)
+check: lint
+	$(BIN)/python -m pytest -q -m fast
+
 dev: install
-	@$(BIN)/python -c "from mpq_assets.demo import prepare_dagster_home; prepare_dagster_home('$(DAGSTER_HOME)')"
+	@$(BIN)/python -c "from mpq_assets.defs.demo import prepare_dagster_home; prepare_dagster_home('$(DAGSTER_HOME)')"
 	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 # Regenerates data/demo_speech and data/demo_music (the committed files are what this makes).

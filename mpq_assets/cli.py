@@ -12,7 +12,7 @@ from mpq_assets.store import ResultsStore
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mpq_assets.demo import DEMO_EXPERIMENTS, run_demo
+    from mpq_assets.defs.demo import DEMO_EXPERIMENTS, run_demo
 
     run_demo(args.experiments or DEMO_EXPERIMENTS, codecs=args.codecs, bitrates=args.bitrates,
              skip_metrics=args.skip_metrics or ())

@@ -8,12 +8,11 @@ from typing import Any
 
 from dagster import Definitions, ExecutorDefinition
 
-from mpq_assets.assets import experiment_assets
-from mpq_assets.automation import automation_sensor, nightly_fill_schedule
-from mpq_assets.deploy import spool_merge_sensor
+from mpq_assets.defs.assets import experiment_assets
+from mpq_assets.defs.automation import automation_sensor, nightly_fill_schedule
+from mpq_assets.defs.resources import MpqResource
+from mpq_assets.defs.sensors import codec_registry_sensor, spool_merge_sensor
 from mpq_assets.experiments import EXPERIMENTS, Experiment
-from mpq_assets.resources import MpqResource
-from mpq_assets.sensors import codec_registry_sensor
 
 
 def build_definitions(experiments: Iterable[Experiment] | None = None, mpq: MpqResource | None = None, *,

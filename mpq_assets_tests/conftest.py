@@ -65,12 +65,11 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
 
     from dagster import DagsterInstance, materialize
 
-    from mpq_assets.assets import experiment_assets
-    from mpq_assets.assets.factory import ANALYSES
-    from mpq_assets.demo import ensure_codec_partitions
+    from mpq_assets.defs.assets import ANALYSES, experiment_assets
+    from mpq_assets.defs.demo import ensure_codec_partitions
+    from mpq_assets.defs.partitions import partition_key
+    from mpq_assets.defs.resources import MpqResource
     from mpq_assets.experiments import EXPERIMENTS
-    from mpq_assets.partitions import partition_key
-    from mpq_assets.resources import MpqResource
 
     home = tmp_path_factory.mktemp("mpq_home")
     resource = MpqResource(home=str(home))

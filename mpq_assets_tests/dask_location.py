@@ -7,9 +7,9 @@ import warnings
 
 from dagster import AssetKey, BetaWarning, Definitions, JobDefinition, define_asset_job
 
+from mpq_assets.defs.resources import MpqResource
 from mpq_assets.deploy.dask import dask_definitions, existing_cluster_config
 from mpq_assets.experiments import Experiment
-from mpq_assets.resources import MpqResource
 
 EXPERIMENT = "dask_tiny"
 warnings.filterwarnings("ignore", category=BetaWarning)  # backfill_policy, in each worker's log otherwise

@@ -5,6 +5,8 @@ import pytest
 
 from mpq_assets.analysis import BDResult, bd_metric, bd_rate, highest_ratio_kept, monotone_curve
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 RATE = np.array([0.1, 0.2, 0.4, 0.8, 1.6, 3.2])  # bits per pixel
 TOP1 = np.array([0.42, 0.55, 0.64, 0.70, 0.73, 0.745])  # accuracy rising with rate
 

@@ -17,6 +17,8 @@ from mpq_assets.analysis.correlation import (
     _bootstrap_weights,
 )
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 
 def _by_method(results: list[Correlation]) -> dict[str, Correlation]:
     return {c.method: c for c in results}

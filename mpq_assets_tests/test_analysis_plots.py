@@ -12,6 +12,8 @@ from PIL import Image
 from mpq_assets.analysis import correlation_heatmap, png_markdown, rate_curve_plot, scatter_plot
 from mpq_assets.analysis.plots import DPI, FIGSIZE
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_SIZE = (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
 MAX_BYTES = 80_000

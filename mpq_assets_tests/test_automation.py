@@ -19,13 +19,13 @@ from dagster import (
 )
 from PIL import Image
 
-from mpq_assets.assets import experiment_assets
 from mpq_assets.codecs import RATIOS
 from mpq_assets.definitions import build_definitions
+from mpq_assets.defs.assets import experiment_assets
+from mpq_assets.defs.partitions import codec_partitions_name, partition_key
+from mpq_assets.defs.resources import MpqResource
+from mpq_assets.defs.sensors import missing_codec_partitions
 from mpq_assets.experiments import Experiment
-from mpq_assets.partitions import codec_partitions_name, partition_key
-from mpq_assets.resources import MpqResource
-from mpq_assets.sensors import missing_codec_partitions
 
 SWEEP = ("compressed", "quality")
 

@@ -143,12 +143,9 @@ def test_a_codec_that_fails_on_every_item_leaves_empty_partitions_downstream(
     from mpq_assets.codecs.base import CodecError
     from mpq_assets.codecs.image_pillow import Jpeg
     from mpq_assets.experiments import TaskSpec
-    from mpq_assets.pipeline.evaluate import (
-        predictions_partition,
-        quality_partition,
-        reference_predictions,
-        task_scores_partition,
-    )
+    from mpq_assets.pipeline.predict import predictions_partition, reference_predictions
+    from mpq_assets.pipeline.quality import quality_partition
+    from mpq_assets.pipeline.scores import task_scores_partition
 
     class Broken(Jpeg):
         name = "broken"
@@ -185,7 +182,7 @@ def test_in_process_predictions_read_ahead_and_name_each_unreadable_file(image_f
     every file still gets its own prediction or its own error, in order, one result per chunk."""
     from mpq_assets.experiments import TaskSpec
     from mpq_assets.media.image import write_image_png
-    from mpq_assets.pipeline.evaluate import _predict_files
+    from mpq_assets.pipeline.predict import predict_files
     from mpq_assets.tasks.base import Prediction
     from mpq_assets.tasks.registry import make_task
 
@@ -198,7 +195,7 @@ def test_in_process_predictions_read_ahead_and_name_each_unreadable_file(image_f
     entries = [good[0], bad[0], *good[1:3], bad[1], *good[3:]]
     spec = TaskSpec("classification", "classification", {"model": "efficientnet-lite0"})
     task = make_task("classification", device="cpu", model="efficientnet-lite0")
-    chunks = list(_predict_files(task, spec, entries, workers=1))
+    chunks = list(predict_files(task, spec, entries, workers=1))
     assert [list(c) for c in chunks] == [[d] for d, _, _ in entries]  # CPU: one file per chunk, in order
     results = {d: r for c in chunks for d, r in c.items()}
     assert all(isinstance(results[d], Prediction) and results[d].summary["top1"] for d, _, _ in good)

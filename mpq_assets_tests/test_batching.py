@@ -29,10 +29,14 @@ from mpq_assets.codecs.neural_audio import Encodec24, Encodec48, build_model
 from mpq_assets.codecs.neural_image import Cheng2020Anchor, Mbt2018
 from mpq_assets.codecs.rate_control import fit_ladder_many, fit_ladder_many_batch
 from mpq_assets.media.audio import Audio
-from mpq_assets.pipeline.compress import Failed, _failures, _Job, _run_batch, _run_job
+from mpq_assets.media.item import raw_bytes
+from mpq_assets.pipeline.compress import EncodeJob, Failed, Target, failures, map_jobs, run_batch, run_job
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+
+def targets(raw: int, ratios: tuple[float, ...], paths: list[Path]) -> tuple[Target, ...]:
+    return tuple(Target.at(f"{r:g}x", raw, path) for r, path in zip(ratios, paths, strict=True))
 
 def images() -> list[np.ndarray]:
     a = skdata.astronaut()
@@ -283,12 +287,14 @@ def test_compressed_batches_give_the_rows_of_the_per_item_path(tmp_path: Path) -
     for k, item in enumerate(items):
         write_image_png(tmp_path / f"i{k}.png", item)
         ratios = (20.0, 50.0, 500.0)
-        jobs.append(_Job(codec, f"i{k}", str(tmp_path / f"i{k}.png"), "image", ratios,
-                         tuple(tmp_path / "out" / f"{r:g}" / f"i{k}.bin" for r in ratios)))
-    jobs.append(_Job(codec, "missing", str(tmp_path / "missing.png"), "image", (20.0,), (tmp_path / "m.bin",)))
+        jobs.append(EncodeJob(codec, f"i{k}", str(tmp_path / f"i{k}.png"), "image",
+                              targets(raw_bytes(item), ratios,
+                                      [tmp_path / "out" / f"{r:g}" / f"i{k}.bin" for r in ratios])))
+    jobs.append(EncodeJob(codec, "missing", str(tmp_path / "missing.png"), "image",
+                          targets(3000, (20.0,), [tmp_path / "m.bin"])))
     keep = ("bytes", "setting", "rate_met", "path", "decoded_path")
-    batched = [_failures(r) for r in _run_batch(codec, jobs)]
-    single = [_failures(_run_job(job)) for job in jobs]
+    batched = [failures(r) for r in run_batch(codec, jobs)]
+    single = [failures(run_job(job)) for job in jobs]
     assert [[{k: r[k] for k in keep} if isinstance(r, dict) else r for r in rows] for rows in batched] == \
         [[{k: r[k] for k in keep} if isinstance(r, dict) else r for r in rows] for rows in single]
     assert isinstance(batched[-1][0], Failed) and "missing.png" in batched[-1][0].error
@@ -306,19 +312,19 @@ def test_default_batch_calls_are_the_per_item_calls() -> None:
 
 def test_compressed_batches_a_neural_codec_into_files_that_decode_alone(tmp_path: Path) -> None:
     from mpq_assets.media.image import load_image, write_image_png
-    from mpq_assets.pipeline.compress import _map_jobs
 
     single, batched = hific_codec(), hific_codec(batch_size=3)
     ratios = (20.0, 200.0, 1000.0)
     jobs = []
     for k, item in enumerate(batch_images()):
         write_image_png(tmp_path / f"i{k}.png", item)
-        jobs.append(_Job(batched, f"i{k}", str(tmp_path / f"i{k}.png"), "image", ratios,
-                         tuple(tmp_path / "out" / f"{r:g}" / f"i{k}.mpqc" for r in ratios)))
+        jobs.append(EncodeJob(batched, f"i{k}", str(tmp_path / f"i{k}.png"), "image",
+                              targets(raw_bytes(item), ratios,
+                                      [tmp_path / "out" / f"{r:g}" / f"i{k}.mpqc" for r in ratios])))
     calls, device_batches = counting(batched), []
     batched._coders["low"].model.Encoder.register_forward_hook(
         lambda module, inputs, output: device_batches.append(inputs[0].shape[0]))
-    results = list(_map_jobs(batched, jobs, workers=1))
+    results = list(map_jobs(batched, jobs, workers=1))
     assert calls[0] == 4  # the rate search of all four images in lockstep ...
     assert device_batches[:2] == [3, 1]  # ... and the three of one padded size through the encoder together
     for job, rows in zip(jobs, results, strict=True):
@@ -336,20 +342,18 @@ def test_compressed_batches_a_neural_codec_into_files_that_decode_alone(tmp_path
 def test_compressed_keeps_an_item_the_codec_cannot_take_out_of_the_batch(tmp_path: Path) -> None:
     import soundfile as sf
 
-    from mpq_assets.pipeline.compress import _map_jobs
-
     codec = Encodec48.from_model(encodec_model("encodec-48khz", 0), batch_size=4)
     rng = np.random.default_rng(3)
     jobs, shapes = [], {"a": 1, "b": 1, "surround": 6, "c": 1}
     for name, channels in shapes.items():
         path = tmp_path / f"{name}.flac"
         sf.write(path, (0.2 * rng.standard_normal((48_000, channels))).astype(np.float32), 48_000, subtype="PCM_16")
-        jobs.append(_Job(codec, name, str(path), "audio", (50.0, 200.0),
-                         tuple(tmp_path / "out" / f"{r:g}" / f"{name}.ecdc" for r in (50.0, 200.0))))
+        paths = [tmp_path / "out" / f"{r:g}" / f"{name}.ecdc" for r in (50.0, 200.0)]
+        jobs.append(EncodeJob(codec, name, str(path), "audio", targets(48_000 * channels * 2, (50.0, 200.0), paths)))
     device_batches: list[int] = []
     codec.model().encoder.register_forward_hook(
         lambda module, inputs, output: device_batches.append(inputs[0].shape[0]))
-    results = dict(zip(shapes, _map_jobs(codec, jobs, workers=1), strict=True))
+    results = dict(zip(shapes, map_jobs(codec, jobs, workers=1), strict=True))
     assert all(isinstance(r, Failed) and "1 or 2 channels" in r.error for r in results["surround"])
     assert all(isinstance(r, dict) for name in ("a", "b", "c") for r in results[name])
     assert max(device_batches) == 3  # the three good clips' 1 s segments went through the encoder together
@@ -357,9 +361,9 @@ def test_compressed_keeps_an_item_the_codec_cannot_take_out_of_the_batch(tmp_pat
 
 def test_the_deployment_device_and_batch_reach_the_codecs_that_take_them(monkeypatch: pytest.MonkeyPatch) -> None:
     from mpq_assets.codecs.image_pillow import Jpeg
+    from mpq_assets.defs.resources import MpqResource
     from mpq_assets.experiments import EXPERIMENTS
     from mpq_assets.pipeline import compress
-    from mpq_assets.resources import MpqResource
 
     assert get_codec("mbt2018", device="cpu")._device == "cpu"
     assert get_codec("hific", device="cpu")._device == "cpu"
@@ -370,5 +374,5 @@ def test_the_deployment_device_and_batch_reach_the_codecs_that_take_them(monkeyp
     monkeypatch.setattr(compress, "get_codec",
                         lambda name, device=None, batch_size=None: asked.append((device, batch_size)) or Jpeg())
     settings = MpqResource(device="cpu", codec_batch=5).settings()
-    compress._ready_codec(EXPERIMENTS["demo_images"], "jpeg", settings)
+    compress.ready_codec(EXPERIMENTS["demo_images"], "jpeg", settings)
     assert asked == [("cpu", 5)]  # MpqResource(device=..., codec_batch=...) decides, not only the environment

@@ -1,4 +1,4 @@
-"""Third-party codecs join through the ``mpq.codecs`` entry-point group (the README's worked example)."""
+"""Third-party codecs join through the ``mpq.codecs`` entry-point group (docs/codecs.md's worked example)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from mpq_assets.codecs import budget_bytes, codec_names, get_codec
-from mpq_assets.sensors import missing_codec_partitions
+from mpq_assets.defs.sensors import missing_codec_partitions
 from mpq_assets.settings import REPO_ROOT
+
+pytestmark = pytest.mark.fast  # the `make check` tier
 
 EXAMPLE_SRC = REPO_ROOT / "examples" / "mpq_example_codec" / "src"
 

@@ -15,6 +15,8 @@ from mpq_assets.codecs.base import Codec, CodecError
 from mpq_assets.codecs.rate_control import budget_bytes
 from mpq_assets.media.audio import Audio, load_audio
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 CODECS = [Mp3, Opus, Aac]
 IDS = [c.name for c in CODECS]
 

@@ -1,6 +1,6 @@
 """EnCodec 24/48 kHz as MPQ codecs: real ECDC bitstreams from randomly initialised models (no mocks).
 
-No EnCodec weights are reachable offline (OFFLINE.md), so the models are built as
+No EnCodec weights are reachable offline (docs/offline.md), so the models are built as
 the package builds them with ``pretrained=False``. Their RVQ codebooks start all
 zero (encodec initialises them by k-means during training), which would code
 every frame as index 0; the tests fill them with seeded random vectors so the

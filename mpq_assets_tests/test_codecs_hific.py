@@ -1,6 +1,6 @@
 """HiFiC: the published checkpoint layout, real bitstreams from random-weight models, rate control, safe conversion.
 
-No HiFiC weights ship offline (OFFLINE.md), so the full architecture is exercised
+No HiFiC weights ship offline (docs/offline.md), so the full architecture is exercised
 with random weights, and small instances of the same architecture keep the
 suite fast. Random weights are for tests only.
 """
@@ -29,6 +29,8 @@ from mpq_assets.codecs.hific_model import (
     pad_to_stride,
 )
 from mpq_assets.weights import ModelNotAvailableError
+
+pytestmark = pytest.mark.fast  # the `make check` tier
 
 TINY = dict(hyper_channels=6, n_residual_blocks=2, base_filters=4)
 

@@ -12,6 +12,8 @@ from mpq_assets.codecs import Codec, budget_bytes, codec_names, fit_ladder, get_
 from mpq_assets.codecs.base import CodecError
 from mpq_assets.media.image import decode_image_bytes
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 IMAGE_CODECS = ["jpeg", "webp", "avif", "jxl"]
 MAGIC = {
     "jpeg": lambda b: b[:3] == b"\xff\xd8\xff",

@@ -1,6 +1,6 @@
 """CompressAI codecs (mbt2018, cheng2020-anchor) on randomly initialised models of the real architectures.
 
-No pretrained weights ship on PyPI (OFFLINE.md), so the coding path is tested with
+No pretrained weights ship on PyPI (docs/offline.md), so the coding path is tested with
 random weights injected through ``from_model``; the weight-loading path is tested
 with checkpoints we write, and the default constructor's refusal without weights.
 The models run with one CPU thread: their autoregressive loop is thousands of tiny

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mpq_assets.codecs import codec_names
-from mpq_assets.sensors import not_ready_reason
+from mpq_assets.defs.sensors import not_ready_reason
 from mpq_assets.settings import REPO_ROOT
 
 

@@ -18,7 +18,8 @@ from dagster._config import validate_config
 from dagster._core.definitions.reconstruct import build_reconstructable_job
 from PIL import Image
 
-from mpq_assets.demo import ensure_codec_partitions
+from mpq_assets.defs.demo import ensure_codec_partitions
+from mpq_assets.defs.partitions import codec_bitrate_partitions, partition_key
 from mpq_assets.deploy.dask import (
     RunScopedDaskExecutor,
     dask_config_from_env,
@@ -28,7 +29,6 @@ from mpq_assets.deploy.dask import (
     pbs_cluster_config,
     slurm_cluster_config,
 )
-from mpq_assets.partitions import codec_bitrate_partitions, partition_key
 from mpq_assets.store import ResultsStore
 from mpq_assets.store.spool import merge_spool, pending_units
 from mpq_assets_tests.dask_location import EXPERIMENT, tiny_experiment

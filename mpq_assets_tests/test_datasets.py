@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mpq_assets.artifacts import safe_join
 from mpq_assets.datasets import make_dataset
 from mpq_assets.datasets.huggingface import DatasetUnavailable, HuggingFaceImages
-from mpq_assets.storage_paths import safe_join
+
+pytestmark = pytest.mark.fast  # the `make check` tier
 
 
 def _img(path: Path, value: int, size: tuple[int, int] = (24, 32)) -> None:

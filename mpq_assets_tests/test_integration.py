@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, materialize
 
-from mpq_assets.assets import experiment_assets
+from mpq_assets.defs.assets import experiment_assets
+from mpq_assets.defs.partitions import partition_key
+from mpq_assets.defs.resources import MpqResource
 from mpq_assets.experiments import EXPERIMENTS
-from mpq_assets.partitions import partition_key
-from mpq_assets.resources import MpqResource
 from mpq_assets.settings import REPO_ROOT, Settings
 from mpq_assets.store import ResultsStore
 from mpq_assets_tests.conftest import DEMO_ITEMS as EXPECTED_ITEMS

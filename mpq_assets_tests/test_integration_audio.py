@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from mpq_assets.demo import missing_optional_models
+from mpq_assets.defs.demo import missing_optional_models
 from mpq_assets.experiments import EXPERIMENTS
 from mpq_assets_tests.conftest import DEMO_METRICS
 

@@ -82,7 +82,7 @@ def test_metadata_reports_means(run) -> None:
 
 
 def test_scores_refuse_predictions_of_another_model(demo_run) -> None:
-    from mpq_assets.pipeline.evaluate import load_predictions
+    from mpq_assets.store.predictions import load_predictions
 
     settings, store, _, _ = demo_run
     got = load_predictions(store, settings, "demo_images", "classification", "jpeg", "20x", "efficientnet-lite0")

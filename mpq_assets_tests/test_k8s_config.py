@@ -22,6 +22,8 @@ from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_
 
 from mpq_assets.deploy import k8s
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 ROOT = Path(__file__).resolve().parent.parent
 VALUES = ROOT / "deploy" / "k8s" / "values.yaml"
 ENV = {"MPQ_K8S_IMAGE": "registry.example.com/mpq:0.1.0", "MPQ_K8S_NAMESPACE": "mpq", "MPQ_K8S_PVC": "mpq-rwx",

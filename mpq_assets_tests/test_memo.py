@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from mpq_assets.pipeline.memo import Memo, file_digest
+
+pytestmark = pytest.mark.fast  # the `make check` tier
 
 
 def test_memo_is_a_bounded_lru() -> None:

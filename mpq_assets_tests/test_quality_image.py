@@ -17,6 +17,8 @@ from safetensors import safe_open
 from mpq_assets.quality import image as qi
 from mpq_assets.quality.registry import IMAGE_METRICS, make_metric, metrics_for
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 LPIPS_REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "lpips"
 SSIM_SKIMAGE = {
     "channel_axis": 2,

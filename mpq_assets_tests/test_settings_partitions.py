@@ -8,9 +8,11 @@ import pytest
 from dagster import DynamicPartitionsDefinition, MultiPartitionsDefinition, StaticPartitionsDefinition
 
 from mpq_assets.codecs import RATIOS, codec_names, parse_ratio
-from mpq_assets.partitions import codec_bitrate_partitions, partition_key, split_key
-from mpq_assets.sensors import missing_codec_partitions
+from mpq_assets.defs.partitions import codec_bitrate_partitions, partition_key, split_key
+from mpq_assets.defs.sensors import missing_codec_partitions
 from mpq_assets.settings import REPO_ROOT, load_settings
+
+pytestmark = pytest.mark.fast  # the `make check` tier
 
 
 def test_settings_defaults_and_overrides(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from mpq_assets.store.spool import (
     write_unit,
 )
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 KEYS = {"experiment": "e", "codec": "jpeg", "bitrate": "20x"}
 
 
@@ -239,8 +241,8 @@ def test_mpq_merge_cli(paths, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
 def test_spool_merge_sensor(paths, tmp_path: Path) -> None:
     from dagster import SkipReason, build_sensor_context
 
-    from mpq_assets.deploy import spool_merge_sensor
-    from mpq_assets.resources import MpqResource
+    from mpq_assets.defs.resources import MpqResource
+    from mpq_assets.defs.sensors import spool_merge_sensor
 
     db, spool = paths
     sensor = spool_merge_sensor()

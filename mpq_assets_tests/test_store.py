@@ -16,6 +16,8 @@ import pytest
 
 from mpq_assets.store import ResultsStore, StoreError, StoreLockedError, lock_holder
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 
 def _compressed_rows(n: int, codec: str, bitrate: str, offset: int = 0) -> pd.DataFrame:
     return pd.DataFrame({
@@ -32,11 +34,11 @@ def test_schema_created_with_tables_views_and_version(store: ResultsStore) -> No
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert {"items", "compressed", "errors", "quality", "predictions", "task_scores", "correlations",
             "rate_summary", "codec_summary", "failures"} <= tables
-    from mpq_assets.store.results_store import _migrations
+    from mpq_assets.store.schema import migrations
 
-    assert store.schema_version() == len(_migrations()) >= 2
+    assert store.schema_version() == len(migrations()) >= 2
     store.initialise()  # re-open: no migration applied twice
-    assert store.query("SELECT count(*) AS n FROM schema_migrations")["n"][0] == len(_migrations())
+    assert store.query("SELECT count(*) AS n FROM schema_migrations")["n"][0] == len(migrations())
     cols = store.query("SELECT column_name FROM information_schema.columns WHERE table_name='compressed'")
     assert "decoded_path" in cols["column_name"].tolist()
 

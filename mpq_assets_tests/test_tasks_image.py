@@ -21,6 +21,8 @@ from mpq_assets.tasks.hf import ModelNotAvailableError
 from mpq_assets.tasks.registry import TASKS, make_task
 from mpq_assets.tasks.segmentation import SemanticSegmentation, reduce_ade_labels
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 SIZES = [(40, 60), (32, 32), (100, 50), (17, 23), (64, 64)]
 VIT_LABELS = {0: "tabby, tabby cat", 1: "tiger cat", 2: "espresso"} | {i: f"class{i}" for i in range(3, 10)}
 

@@ -28,6 +28,8 @@ from mpq_assets.tasks.base import Prediction
 from mpq_assets.tasks.hf import ModelNotAvailableError
 from mpq_assets.tasks.separation import SourceSeparation, UnsafeCheckpointError
 
+pytestmark = pytest.mark.fast  # the `make check` tier
+
 SOURCES = ["drums", "bass", "other", "vocals"]
 BWV269 = REPO_ROOT / "data" / "demo_music" / "bwv269"
 

@@ -1,4 +1,4 @@
-"""End to end through the UI's own paths (issue #6 item 6).
+"""End to end through the UI's own paths.
 
 A real ``dagster dev`` (webserver + daemon, code location ``e2e_location.py``: one tiny image experiment)
 runs on a free loopback port against a temp ``DAGSTER_HOME`` and ``MPQ_HOME``. The test
@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ import pytest
 from PIL import Image
 
 from mpq_assets.codecs import RATIOS
-from mpq_assets.partitions import partition_key
+from mpq_assets.defs.partitions import partition_key
 from mpq_assets.settings import REPO_ROOT
 from mpq_assets.store import ResultsStore
 from mpq_assets_tests.test_dagster_dev import free_port, wait_for
@@ -393,18 +393,23 @@ def store_rows(db: Path, sql: str, *params: object) -> list[tuple]:
     return list(ResultsStore(db, lock_timeout_s=120).query(sql, list(params)).itertuples(index=False, name=None))
 
 
-# -- the test -----------------------------------------------------------------------------------------------------
+# -- the test's steps ---------------------------------------------------------------------------------------------
 
-def test_ui_launch_plugin_backfill_and_asset_graph(e2e_env: dict, dagster_dev: DagsterDev) -> None:
-    server, port, db = dagster_dev, dagster_dev.port, e2e_env["db"]
-    t0 = time.monotonic()
-    timings: dict[str, float] = {}
+class StepTimes:
+    """Seconds since the test started at each step, printed as they happen so a slow step shows in the log."""
 
-    def mark(step: str) -> None:
-        timings[step] = round(time.monotonic() - t0, 1)
-        print(f"[ui_e2e] {timings[step]:6.1f}s {step}", flush=True)
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.timings: dict[str, float] = {}
 
-    # -- up: webserver answers, the location loads, the codec sensor fills the codec partitions
+    def mark(self, step: str) -> None:
+        self.timings[step] = round(time.monotonic() - self.t0, 1)
+        print(f"[ui_e2e] {self.timings[step]:6.1f}s {step}", flush=True)
+
+
+def wait_server_ready(server: DagsterDev) -> None:
+    """Up: the webserver answers, the location loads, the codec sensor fills the built-in codec partitions."""
+    port = server.port
     try:
         wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).status == 200,
                  240, "webserver up")
@@ -418,11 +423,15 @@ def test_ui_launch_plugin_backfill_and_asset_graph(e2e_env: dict, dagster_dev: D
     assert NEW_CODEC not in image_codecs(port), (
         f"{NEW_CODEC} is already registered before the test installs it: mpq-example-codec is installed in this "
         "environment (`pip uninstall mpq-example-codec`)")
-    mark("server up, location loaded, codec partitions added")
 
-    # The automation sensor sees the world once per tick: partitions that appear and a dataset that is
-    # materialised between two ticks look like "appeared while the dataset exists" and would be swept.
-    # A person clicking later than 30 s after start-up is the normal case; wait for that tick here.
+
+def wait_automation_tick(port: int) -> None:
+    """Wait for an automation sensor tick that starts after now.
+
+    The automation sensor sees the world once per tick: partitions that appear and a dataset that is
+    materialised between two ticks look like "appeared while the dataset exists" and would be swept.
+    A person clicking later than 30 s after start-up is the normal case; wait for that tick here.
+    """
     added = time.time()
     selector = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__",
                 "sensorName": "mpq_automation_sensor"}
@@ -432,16 +441,20 @@ def test_ui_launch_plugin_backfill_and_asset_graph(e2e_env: dict, dagster_dev: D
         return any(t["timestamp"] > added and t["status"] in ("SUCCESS", "SKIPPED") for t in ticks)
 
     wait_for(ticked_since_added, 120, "an automation tick after the codec partitions were added")
-    mark("automation ticked once with the built-in codec partitions")
 
-    # -- the UI's "Materialize" on the dataset, then on one partition of the sweep assets
-    wait_run(server, launch(port, ["dataset"], []), 300)
+
+def materialise_dataset(server: DagsterDev, db: Path) -> list[str]:
+    """The UI's "Materialize" on the dataset; returns its items, as DuckDB holds them."""
+    wait_run(server, launch(server.port, ["dataset"], []), 300)
     items = [r[0] for r in store_rows(db, "SELECT item_id FROM items WHERE experiment = ? ORDER BY item_id",
                                       EXPERIMENT)]
     assert items == ["tile0", "tile1", "tile2"]
-    mark("dataset materialised")
+    return items
 
-    sweep = ["compressed", "quality"]
+
+def materialise_partition(server: DagsterDev, db: Path, sweep: list[str], items: list[str]) -> None:
+    """The UI's "Materialize" on the partition 20x|jpeg of the sweep assets: its tags, its run, its rows."""
+    port = server.port
     key = partition_key("jpeg", "20x")
     tags, run_config = partition_tags(port, sweep, key)
     assert {t["key"]: t["value"] for t in tags} == {
@@ -455,57 +468,66 @@ def test_ui_launch_plugin_backfill_and_asset_graph(e2e_env: dict, dagster_dev: D
     psnr = store_rows(db, "SELECT item_id, value FROM quality WHERE experiment = ? AND codec = 'jpeg' AND "
                       "bitrate = '20x' AND metric = 'psnr' ORDER BY item_id", EXPERIMENT)
     assert [r[0] for r in psnr] == items and all(r[1] > 15 for r in psnr), psnr
-    mark("partition 20x|jpeg launched through GraphQL and in DuckDB")
 
-    # -- register a codec while the server runs: pip install a plugin package into a folder on its PYTHONPATH
+
+def install_plugin(e2e_env: dict) -> None:
+    """Register a codec while the server runs: pip install the plugin package into a folder on its PYTHONPATH."""
     src = e2e_env["root"] / "plugin_src"  # a copy, so pip's build folders never land in the repository
     shutil.copytree(PLUGIN, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
                     "--target", str(e2e_env["plugins"]), str(src)], check=True, capture_output=True, text=True)
-    mark(f"{NEW_CODEC} plugin installed")
 
-    # -- the UI renders the asset graph (while the daemon picks up the plugin)
-    check_asset_graph_page(port, e2e_env["root"] / "chromium-profile")
-    mark("asset graph rendered in headless Chromium")
 
-    # -- the codec sensor adds the plugin's codec, the automation sensor backfills all its ratios
-    new_keys = {partition_key(NEW_CODEC, r) for r in RATIOS}
+def materialised(port: int, name: str, keys: set[str]) -> list[dict]:
+    """The materialisations of asset ``name`` in the partitions ``keys``."""
+    return gql(port, MATERIALIZATIONS_QUERY, assetKey=asset_key(name),
+               partitions=sorted(keys))["assetNodeOrError"]["assetMaterializations"]
 
-    def materialised(name: str) -> list[dict]:
-        return gql(port, MATERIALIZATIONS_QUERY, assetKey=asset_key(name),
-                   partitions=sorted(new_keys))["assetNodeOrError"]["assetMaterializations"]
 
-    def assets_of(obj: dict) -> set[str]:
-        return {a["path"][-1] for a in obj.get("assetSelection") or []}
+def assets_of(obj: dict) -> set[str]:
+    """The asset names a run or backfill selects."""
+    return {a["path"][-1] for a in obj.get("assetSelection") or []}
 
-    def sweep_runs(backfill: dict) -> list[dict]:
-        """The backfill's runs of compressed / quality (it may also hold the analyses, requested on the same
-        tick when their dependencies were idle; those run afterwards)."""
-        return [r for r in backfill["runs"] if assets_of(r) & set(sweep)]
 
-    def new_codec_backfill() -> list[dict] | None:
-        """The backfills requesting the new codec's partitions, once their compressed / quality runs ended and
-        (unless one failed) every partition of both is materialised. The backfill's own status turns
-        COMPLETED_SUCCESS on the backfill daemon's next iteration (up to 30 s later): not waited for."""
-        mine = [b for b in gql(port, BACKFILLS_QUERY)["partitionBackfillsOrError"]["results"]
-                if new_keys & set(b["partitionNames"] or [])]
-        runs = [r for b in mine for r in sweep_runs(b)]
-        if any(b["status"] in BACKFILL_FAILED for b in mine) or any(r["status"] in ("FAILURE", "CANCELED")
-                                                                     for r in runs):
-            return mine
-        if not runs or any(r["status"] != "SUCCESS" for r in runs):
-            return None
-        return mine if all({m["partition"] for m in materialised(n)} == new_keys for n in sweep) else None
+def sweep_runs(backfill: dict, sweep: list[str]) -> list[dict]:
+    """The backfill's runs of compressed / quality (it may also hold the analyses, requested on the same
+    tick when their dependencies were idle; those run afterwards)."""
+    return [r for r in backfill["runs"] if assets_of(r) & set(sweep)]
 
+
+def new_codec_backfill(port: int, new_keys: set[str], sweep: list[str]) -> list[dict] | None:
+    """The backfills requesting the new codec's partitions, once their compressed / quality runs ended and
+    (unless one failed) every partition of both is materialised. The backfill's own status turns
+    COMPLETED_SUCCESS on the backfill daemon's next iteration (up to 30 s later): not waited for."""
+    mine = [b for b in gql(port, BACKFILLS_QUERY)["partitionBackfillsOrError"]["results"]
+            if new_keys & set(b["partitionNames"] or [])]
+    runs = [r for b in mine for r in sweep_runs(b, sweep)]
+    if any(b["status"] in BACKFILL_FAILED for b in mine) or any(r["status"] in ("FAILURE", "CANCELED")
+                                                                 for r in runs):
+        return mine
+    if not runs or any(r["status"] != "SUCCESS" for r in runs):
+        return None
+    return mine if all({m["partition"] for m in materialised(port, n, new_keys)} == new_keys for n in sweep) else None
+
+
+def wait_new_codec_backfill(server: DagsterDev, new_keys: set[str], sweep: list[str],
+                            mark: Callable[[str], None]) -> dict:
+    """The codec sensor adds the plugin's codec, the automation sensor backfills all its ratios: that ONE
+    backfill, once its sweep runs ended."""
+    port = server.port
     try:
         wait_for(lambda: NEW_CODEC in image_codecs(port), 180, f"codec sensor added {NEW_CODEC}")
         mark(f"{NEW_CODEC} added to image_codecs by the sensor")
-        backfills = wait_for(new_codec_backfill, 420, f"{NEW_CODEC} partitions materialised by a backfill")
+        backfills = wait_for(lambda: new_codec_backfill(port, new_keys, sweep), 420,
+                             f"{NEW_CODEC} partitions materialised by a backfill")
     except TimeoutError as exc:
         pytest.fail(f"{exc}\n--- dagster dev log ---\n{server.log_tail()}")
     assert len(backfills) == 1, f"the new codec's partitions must be requested as ONE backfill: {backfills}"
-    backfill = backfills[0]
-    mark(f"{NEW_CODEC} partitions materialised by backfill {backfill['id']} ({backfill['status']})")
+    return backfills[0]
+
+
+def check_backfill(port: int, backfill: dict, new_keys: set[str], sweep: list[str]) -> None:
+    """The backfill succeeded, came from the automation sensor, and ran the sweep over all ratios in ONE run."""
     failed = [f"{r['id']}: {run_errors(port, r['id'])}" for r in backfill["runs"]
               if r["status"] in ("FAILURE", "CANCELED")]
     assert not failed and backfill["status"] not in BACKFILL_FAILED, (backfill["status"], failed)
@@ -514,14 +536,17 @@ def test_ui_launch_plugin_backfill_and_asset_graph(e2e_env: dict, dagster_dev: D
     assert all(k.endswith(f"|{NEW_CODEC}") for k in backfill["partitionNames"]), backfill["partitionNames"]
     assert set(sweep) <= assets_of(backfill) <= set(sweep) | {"rate_curves", "report"}, backfill["assetSelection"]
     # single-run backfill policy: compressed and quality over all six ratios in ONE run (models load once)
-    runs = sweep_runs(backfill)
+    runs = sweep_runs(backfill, sweep)
     assert len(runs) == 1, [(r["id"], assets_of(r), tags_of(r)) for r in backfill["runs"]]
     run = runs[0]
     assert assets_of(run) == set(sweep), run
     assert tags_of(run)["dagster/backfill"] == backfill["id"], run
     for name in sweep:
-        assert {m["runId"] for m in materialised(name)} == {run["id"]}, name
+        assert {m["runId"] for m in materialised(port, name, new_keys)} == {run["id"]}, name
 
+
+def check_new_codec_rows(db: Path, items: list[str]) -> None:
+    """Every ratio x item of the new codec has compressed and quality rows in DuckDB, and nothing failed."""
     got = store_rows(db, "SELECT bitrate, item_id, bytes FROM compressed WHERE experiment = ? AND codec = ?",
                      EXPERIMENT, NEW_CODEC)
     assert {(b, i) for b, i, _ in got} == {(r, i) for r in RATIOS for i in items} and len(got) == 18, got
@@ -533,9 +558,11 @@ def test_ui_launch_plugin_backfill_and_asset_graph(e2e_env: dict, dagster_dev: D
     errors = store_rows(db, "SELECT stage, codec, bitrate, item_id, error FROM errors WHERE experiment = ?",
                         EXPERIMENT)
     assert not errors, errors
-    mark(f"{NEW_CODEC}: every partition materialised, rows in DuckDB")
 
-    # -- no run of this server failed (the automation's other runs included: built-in backfills, analyses)
+
+def check_no_failed_runs(port: int) -> None:
+    """No run of this server failed (the automation's other runs included: built-in backfills, analyses);
+    the runs are saved under the artifacts."""
     runs = gql(port, RUNS_QUERY)["runsOrError"]["results"]
     bad = [f"{r['id']} {[a['path'][-1] for a in r['assetSelection'] or []]} {r['status']}: "
            f"{run_errors(port, r['id'])}" for r in runs if r["status"] in ("FAILURE", "CANCELED")]
@@ -544,10 +571,44 @@ def test_ui_launch_plugin_backfill_and_asset_graph(e2e_env: dict, dagster_dev: D
         [{"id": r["id"], "status": r["status"], "assets": [a["path"][-1] for a in r["assetSelection"] or []],
           "tags": tags_of(r)} for r in runs], indent=1))
 
+
+# -- the test -----------------------------------------------------------------------------------------------------
+
+def test_ui_launch_plugin_backfill_and_asset_graph(e2e_env: dict, dagster_dev: DagsterDev) -> None:
+    server, port, db = dagster_dev, dagster_dev.port, e2e_env["db"]
+    steps = StepTimes()
+    wait_server_ready(server)
+    steps.mark("server up, location loaded, codec partitions added")
+    wait_automation_tick(port)
+    steps.mark("automation ticked once with the built-in codec partitions")
+
+    # -- the UI's "Materialize" on the dataset, then on one partition of the sweep assets
+    items = materialise_dataset(server, db)
+    steps.mark("dataset materialised")
+    sweep = ["compressed", "quality"]
+    materialise_partition(server, db, sweep, items)
+    steps.mark("partition 20x|jpeg launched through GraphQL and in DuckDB")
+
+    install_plugin(e2e_env)
+    steps.mark(f"{NEW_CODEC} plugin installed")
+
+    # -- the UI renders the asset graph (while the daemon picks up the plugin)
+    check_asset_graph_page(port, e2e_env["root"] / "chromium-profile")
+    steps.mark("asset graph rendered in headless Chromium")
+
+    # -- the codec sensor adds the plugin's codec, the automation sensor backfills all its ratios
+    new_keys = {partition_key(NEW_CODEC, r) for r in RATIOS}
+    backfill = wait_new_codec_backfill(server, new_keys, sweep, steps.mark)
+    steps.mark(f"{NEW_CODEC} partitions materialised by backfill {backfill['id']} ({backfill['status']})")
+    check_backfill(port, backfill, new_keys, sweep)
+    check_new_codec_rows(db, items)
+    steps.mark(f"{NEW_CODEC}: every partition materialised, rows in DuckDB")
+    check_no_failed_runs(port)
+
     # -- shut down by PID: nothing of the process group may outlive it
     survivors = server.stop()
-    mark("dagster dev stopped")
-    (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=1))
+    steps.mark("dagster dev stopped")
+    (ARTIFACTS / "timings.json").write_text(json.dumps(steps.timings, indent=1))
     assert not survivors, f"processes outlived SIGTERM to dagster dev's process group: {survivors}"
     assert server.proc.returncode is not None
     assert not server.group_members()

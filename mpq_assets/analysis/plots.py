@@ -47,7 +47,7 @@ def _png(fig: Figure) -> bytes:
 
 
 def _codec_colours(codecs: list[str]) -> dict[str, tuple]:
-    """Distinct colours: tab10 up to 10 codecs, tab20 beyond (the brief allows up to 12 and more)."""
+    """Distinct colours: tab10 up to 10 codecs, tab20 beyond (an experiment may have 12 and more)."""
     cmap = colormaps["tab10" if len(codecs) <= 10 else "tab20"]
     return {codec: cmap(i % cmap.N) for i, codec in enumerate(codecs)}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mpq_assets.storage_paths import atomic_write_bytes, safe_join
+from mpq_assets.artifacts import atomic_write_bytes, report_path
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -70,7 +70,7 @@ def write_index(reports_dir: Path) -> Path:
 
 def write_experiment_report(reports_dir: Path, experiment: str, page: str) -> Path:
     """Write ``<reports_dir>/<experiment>.html`` atomically and refresh the index; returns the page's path."""
-    path = safe_join(reports_dir, f"{experiment}.html")
+    path = report_path(reports_dir, experiment)
     atomic_write_bytes(path, page.encode("utf-8"))
     write_index(reports_dir)
     return path

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from mpq_assets.codecs.base import Codec, Item
+from mpq_assets.codecs.base import Codec
 from mpq_assets.media.audio import Audio
+from mpq_assets.media.item import Item
 
 IMAGE_SIZE = (384, 512)  # (H, W): padded sizes stay multiples of 64, so every image shares one device batch
 AUDIO_SECONDS = 2.0

@@ -21,15 +21,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpq_assets.bench.spec import BenchItem, BenchSpec, write_items
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PATHS = ("baseline", "platform")
 LABELS = {"baseline": "(a) hand loop", "platform": "(b) platform"}
 # value tolerances: the paths run the same float code, but batch composition may change the last bits
 ATOL, RTOL = 1e-5, 1e-5
 SCORE_ATOL, ARRAY_ATOL = 1e-4, 1e-4
+_KEY = ["codec", "bitrate", "item_id"]  # a compressed row's identity in every output CSV
 
 
 # ------------------------------------------------------------------------------------------------------- one path
@@ -152,22 +156,20 @@ def _non_monotone(spec: BenchSpec, items: dict[str, BenchItem], codec_name: str,
             and len(codec.encode(item, ladder[lo + 1])) > budget)
 
 
-def compare(spec: BenchSpec, items: list[BenchItem], a_dir: Path, b_dir: Path) -> Comparison:
-    """Every number of (a) against (b): achieved bytes and settings exactly, values within float tolerance."""
-    import numpy as np
+def _read_table(name: str, d: Path) -> pd.DataFrame:
+    """One output CSV of a path, with the key columns as strings so both paths' rows join."""
     import pandas as pd
 
-    out = Comparison()
-    by_id = {i.item_id: i for i in items}
-    key = ["codec", "bitrate", "item_id"]
+    df = pd.read_csv(d / name, keep_default_na=False, na_values=[""])
+    df["item_id"] = df["item_id"].fillna("*")  # "*": a partition's aggregate score rows
+    return df.astype({"codec": str, "bitrate": str, "item_id": str})
 
-    def read(name: str, d: Path) -> pd.DataFrame:
-        df = pd.read_csv(d / name, keep_default_na=False, na_values=[""])
-        df["item_id"] = df["item_id"].fillna("*")  # "*": a partition's aggregate score rows
-        return df.astype({"codec": str, "bitrate": str, "item_id": str})
 
-    ca, cb = read("compressed.csv", a_dir), read("compressed.csv", b_dir)
-    merged = ca.merge(cb, on=key, how="outer", suffixes=("_a", "_b"), indicator="where")
+def _compare_compressed(spec: BenchSpec, by_id: dict[str, BenchItem], a_dir: Path, b_dir: Path,
+                        out: Comparison) -> set[tuple[str, str, str]]:
+    """Achieved bytes and settings; returns the keys that differ, whose downstream numbers are not compared."""
+    ca, cb = _read_table("compressed.csv", a_dir), _read_table("compressed.csv", b_dir)
+    merged = ca.merge(cb, on=_KEY, how="outer", suffixes=("_a", "_b"), indicator="where")
     skip: set[tuple[str, str, str]] = set()
     for r in merged.itertuples(index=False):
         k = (r.codec, r.bitrate, r.item_id)
@@ -184,10 +186,13 @@ def compare(spec: BenchSpec, items: list[BenchItem], a_dir: Path, b_dir: Path) -
         else:
             out.mismatches.append(what)
     out.checked["compressed rows"] = len(merged)
-    skip_parts = {(c, b) for c, b, _ in skip}
+    return skip
 
-    qa, qb = read("quality.csv", a_dir), read("quality.csv", b_dir)
-    merged = qa.merge(qb, on=[*key, "metric"], how="outer", suffixes=("_a", "_b"))
+
+def _compare_quality(a_dir: Path, b_dir: Path, skip: set[tuple[str, str, str]], out: Comparison) -> None:
+    """Quality values within float tolerance, for the rows both paths compressed alike."""
+    qa, qb = _read_table("quality.csv", a_dir), _read_table("quality.csv", b_dir)
+    merged = qa.merge(qb, on=[*_KEY, "metric"], how="outer", suffixes=("_a", "_b"))
     for r in merged.itertuples(index=False):
         if (r.codec, r.bitrate, r.item_id) in skip:
             continue
@@ -196,9 +201,27 @@ def compare(spec: BenchSpec, items: list[BenchItem], a_dir: Path, b_dir: Path) -
                                   f"(b) {r.value_b!r}")
     out.checked["quality values"] = len(merged)
 
-    pa, pb = read("predictions.csv", a_dir), read("predictions.csv", b_dir)
+
+def _compare_prediction_array(k: tuple[str, str, str], arrays_a: Any, arrays_b: Any, out: Comparison) -> None:
+    """One prediction's saved array: present in both paths or neither, and within ``ARRAY_ATOL``."""
+    import numpy as np
+
+    name = "|".join(k)
+    if (name in arrays_a) != (name in arrays_b):
+        out.mismatches.append(f"prediction array {k}: only in one path")
+    elif name in arrays_a:
+        diff = float(np.max(np.abs(arrays_a[name].astype(np.float64) - arrays_b[name].astype(np.float64))))
+        if not diff <= ARRAY_ATOL:
+            out.mismatches.append(f"prediction array {k}: max abs difference {diff:.2e}")
+
+
+def _compare_predictions(a_dir: Path, b_dir: Path, skip: set[tuple[str, str, str]], out: Comparison) -> None:
+    """Prediction summaries and arrays, for the rows both paths compressed alike."""
+    import numpy as np
+
+    pa, pb = _read_table("predictions.csv", a_dir), _read_table("predictions.csv", b_dir)
     arrays_a, arrays_b = np.load(a_dir / "arrays.npz"), np.load(b_dir / "arrays.npz")
-    merged = pa.merge(pb, on=key, how="outer", suffixes=("_a", "_b"))
+    merged = pa.merge(pb, on=_KEY, how="outer", suffixes=("_a", "_b"))
     for r in merged.itertuples(index=False):
         k = (r.codec, r.bitrate, r.item_id)
         if k in skip:
@@ -208,17 +231,15 @@ def compare(spec: BenchSpec, items: list[BenchItem], a_dir: Path, b_dir: Path) -
             continue
         if not _same_summary(json.loads(r.prediction_a), json.loads(r.prediction_b)):
             out.mismatches.append(f"prediction {k}: (a) {r.prediction_a[:120]} (b) {r.prediction_b[:120]}")
-        name = "|".join(k)
-        if (name in arrays_a) != (name in arrays_b):
-            out.mismatches.append(f"prediction array {k}: only in one path")
-        elif name in arrays_a:
-            diff = float(np.max(np.abs(arrays_a[name].astype(np.float64) - arrays_b[name].astype(np.float64))))
-            if not diff <= ARRAY_ATOL:
-                out.mismatches.append(f"prediction array {k}: max abs difference {diff:.2e}")
+        _compare_prediction_array(k, arrays_a, arrays_b, out)
     out.checked["predictions"] = len(merged)
 
-    sa, sb = read("scores.csv", a_dir), read("scores.csv", b_dir)
-    merged = sa.merge(sb, on=[*key, "metric"], how="outer", suffixes=("_a", "_b"))
+
+def _compare_scores(a_dir: Path, b_dir: Path, skip: set[tuple[str, str, str]], out: Comparison) -> None:
+    """Task scores within ``SCORE_ATOL``; a partition's aggregate rows are skipped if any of its items is."""
+    skip_parts = {(c, b) for c, b, _ in skip}
+    sa, sb = _read_table("scores.csv", a_dir), _read_table("scores.csv", b_dir)
+    merged = sa.merge(sb, on=[*_KEY, "metric"], how="outer", suffixes=("_a", "_b"))
     for r in merged.itertuples(index=False):
         if (r.codec, r.bitrate, r.item_id) in skip or (r.item_id == "*" and (r.codec, r.bitrate) in skip_parts):
             continue
@@ -226,6 +247,15 @@ def compare(spec: BenchSpec, items: list[BenchItem], a_dir: Path, b_dir: Path) -
             out.mismatches.append(f"task score {(r.codec, r.bitrate, r.item_id)} {r.metric}: (a) {r.value_a!r}, "
                                   f"(b) {r.value_b!r}")
     out.checked["task scores"] = len(merged)
+
+
+def compare(spec: BenchSpec, items: list[BenchItem], a_dir: Path, b_dir: Path) -> Comparison:
+    """Every number of (a) against (b): achieved bytes and settings exactly, values within float tolerance."""
+    out = Comparison()
+    skip = _compare_compressed(spec, {i.item_id: i for i in items}, a_dir, b_dir, out)
+    _compare_quality(a_dir, b_dir, skip, out)
+    _compare_predictions(a_dir, b_dir, skip, out)
+    _compare_scores(a_dir, b_dir, skip, out)
     return out
 
 

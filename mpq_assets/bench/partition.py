@@ -6,7 +6,7 @@ the task's size) against the ``predictions`` step on a materialised
 ``compressed`` partition (read each reconstruction, preprocess, forward, store);
 for LPIPS, its forward on (original, reconstruction) pairs already on the device
 against the ``quality`` step (read both images, both through the network, store). The fraction full / bare says how much
-of the device the step keeps busy (the issue's goal: >= 70 %).
+of the device the step keeps busy (a well-fed step stays above ~70 %).
 
 Throughput only: ViTs get random weights of the real architecture (built with
 transformers and loaded through the normal checkpoint path), EfficientNet-Lite0
@@ -143,10 +143,12 @@ def run_partition_bench(device: str, items: int = 64, size: tuple[int, int] = (5
     forward alone and the step that runs it on ``device``."""
     from mpq_assets.device import resolve_device
     from mpq_assets.experiments import Experiment, TaskSpec
-    from mpq_assets.pipeline import evaluate
-    from mpq_assets.pipeline.compress import compress_partitions, load_item
+    from mpq_assets.media.item import load_item
+    from mpq_assets.pipeline.compress import compress_partitions
     from mpq_assets.pipeline.ingest import ingest
     from mpq_assets.pipeline.memo import METRIC_VALUES, PREDICTIONS
+    from mpq_assets.pipeline.predict import predictions_partitions
+    from mpq_assets.pipeline.quality import quality_partitions
     from mpq_assets.settings import load_settings
     from mpq_assets.store import ResultsStore
 
@@ -183,7 +185,7 @@ def run_partition_bench(device: str, items: int = 64, size: tuple[int, int] = (5
                 PREDICTIONS.clear()
                 one = Experiment(base.name, "image", "image_folder", base.dataset_args, tasks=(spec,),
                                  quality_metrics=base.quality_metrics)
-                seconds = _timed(target, lambda one=one: evaluate.predictions_partitions(one, [PARTITION], store,
+                seconds = _timed(target, lambda one=one: predictions_partitions(one, [PARTITION], store,
                                                                                           settings))
                 out.append(Throughput(f"classification {m}", str(target), len(recons), batch, bare,
                                       len(recons) / seconds))
@@ -192,7 +194,7 @@ def run_partition_bench(device: str, items: int = 64, size: tuple[int, int] = (5
                 originals = [load_item(p, "image") for p in rows["original_path"]]
                 bare, batch = _bare_lpips(target, originals, recons)
                 METRIC_VALUES.clear()
-                seconds = _timed(target, lambda: evaluate.quality_partitions(base, [PARTITION], store, settings))
+                seconds = _timed(target, lambda: quality_partitions(base, [PARTITION], store, settings))
                 out.append(Throughput("quality lpips_alex", str(target), len(recons), batch, bare,
                                       len(recons) / seconds))
     finally:

@@ -21,9 +21,10 @@ from mpq_assets.bench.spec import BenchSpec
 
 
 def run_platform(spec: BenchSpec, data_dir: Path, out_dir: Path, clock: Clock) -> dict[str, Any]:
-    from mpq_assets.pipeline import evaluate
-    from mpq_assets.pipeline.compress import compress_partitions, shutdown_workers
+    from mpq_assets.pipeline import predict, quality, scores
+    from mpq_assets.pipeline.compress import compress_partitions
     from mpq_assets.pipeline.ingest import ingest
+    from mpq_assets.pipeline.workers import shutdown_workers
     from mpq_assets.settings import load_settings
     from mpq_assets.store import ResultsStore
 
@@ -38,11 +39,11 @@ def run_platform(spec: BenchSpec, data_dir: Path, out_dir: Path, clock: Clock) -
     with clock("compress"):
         compress_partitions(experiment, parts, store, settings, workers=spec.workers)
     with clock("quality"):
-        evaluate.quality_partitions(experiment, parts, store, settings)
+        quality.quality_partitions(experiment, parts, store, settings)
     with clock("predict"):
-        evaluate.reference_predictions(experiment, store, settings)
-        evaluate.predictions_partitions(experiment, parts, store, settings)
-        evaluate.task_scores_partitions(experiment, parts, store, settings)
+        predict.reference_predictions(experiment, store, settings)
+        predict.predictions_partitions(experiment, parts, store, settings)
+        scores.task_scores_partitions(experiment, parts, store, settings)
     shutdown_workers()
     export_results(raw, settings, experiment.name, spec, out_dir)
     cpu = raw.query("SELECT sum(trials) AS encodes, sum(encode_s) AS encode_s, sum(decode_s) AS decode_s "
@@ -52,7 +53,8 @@ def run_platform(spec: BenchSpec, data_dir: Path, out_dir: Path, clock: Clock) -
 
 def export_results(store: Any, settings: Any, experiment: str, spec: BenchSpec, out_dir: Path) -> None:
     """The platform's rows in the baseline's file format (CSV + npz), for the comparison."""
-    from mpq_assets.pipeline.evaluate import REFERENCE, load_predictions
+    from mpq_assets.pipeline.step import REFERENCE
+    from mpq_assets.store.predictions import load_predictions
 
     out_dir.mkdir(parents=True, exist_ok=True)
     store.query("SELECT codec, bitrate, item_id, bytes, setting, rate_met FROM compressed WHERE experiment = ? "

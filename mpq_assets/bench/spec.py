@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mpq_assets.codecs.base import Modality
+from mpq_assets.media.item import Modality
 
 SWEEPS: dict[str, dict[str, Any]] = {
     # the demo image sweep: every built-in image codec that is ready, the full ratio grid

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mpq_assets.codecs.base import Codec, CodecError, Item, Modality
-from mpq_assets.media.audio import Audio, pcm_to_float, remix, resample
+from mpq_assets.media.audio import Audio, decode_av_stream, remix, resample
 
 # Channel counts -> FFmpeg layouts that both libopus (mapping family 1, Vorbis
 # order) and the native AAC encoder accept; channel i of the item is channel i
@@ -140,38 +140,18 @@ def _encode_file(
     return data
 
 
-def _decode_file(codec: Codec, data: bytes, like: Item) -> Audio:
-    """Decode with FFmpeg and return audio in ``like``'s rate, channels and length."""
-    import av
+def _read_stream(codec: Codec, container: Any) -> tuple[list[np.ndarray], int]:
+    """The first audio stream of an open container as float (channels, frames) chunks, and its rate."""
+    if not container.streams.audio:
+        raise CodecError(f"{codec.name}: bitstream has no audio stream")
+    stream = container.streams.audio[0]
+    if stream.codec_context.channels > max(_LAYOUTS):
+        raise CodecError(f"{codec.name}: cannot decode {stream.codec_context.channels} channels")
+    return decode_av_stream(container, stream)
 
-    if not isinstance(like, Audio):
-        raise CodecError(f"{codec.name} decodes audio, got like={type(like).__name__}")
-    if not data:
-        raise CodecError(f"{codec.name}: cannot decode an empty bitstream")
-    chunks: list[np.ndarray] = []
-    rate = 0
-    try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            if not container.streams.audio:
-                raise CodecError(f"{codec.name}: bitstream has no audio stream")
-            stream = container.streams.audio[0]
-            if stream.codec_context.channels > max(_LAYOUTS):
-                raise CodecError(f"{codec.name}: cannot decode {stream.codec_context.channels} channels")
-            for frame in container.decode(stream):
-                arr = frame.to_ndarray()
-                if not frame.format.is_planar:
-                    arr = arr.reshape(-1, frame.layout.nb_channels).T
-                chunks.append(pcm_to_float(arr))
-                rate = frame.sample_rate
-    except CodecError:
-        raise
-    except (av.FFmpegError, ValueError, TypeError, OSError) as exc:
-        raise CodecError(f"{codec.name}: cannot decode bitstream: {exc}") from exc
-    if not chunks:
-        # a valid file of a clip shorter than the codec's priming (e.g. a few ms of
-        # AAC) can decode to nothing; the time-aligned output is then all padding
-        return Audio(np.zeros((like.channels, like.frames), dtype=np.float32), like.sample_rate)
-    decoded = Audio(np.concatenate(chunks, axis=1), int(rate))
+
+def _fit_like(codec: Codec, decoded: Audio, like: Audio) -> Audio:
+    """``decoded`` resampled, remixed and trimmed or zero-padded to ``like``'s rate, channels and length."""
     decoded = resample(decoded, like.sample_rate)
     if decoded.channels != like.channels:
         try:
@@ -182,6 +162,28 @@ def _decode_file(codec: Codec, data: bytes, like: Item) -> Audio:
     n = min(like.frames, decoded.frames)
     out[:, :n] = decoded.samples[:, :n]
     return Audio(out, like.sample_rate)
+
+
+def _decode_file(codec: Codec, data: bytes, like: Item) -> Audio:
+    """Decode with FFmpeg and return audio in ``like``'s rate, channels and length."""
+    import av
+
+    if not isinstance(like, Audio):
+        raise CodecError(f"{codec.name} decodes audio, got like={type(like).__name__}")
+    if not data:
+        raise CodecError(f"{codec.name}: cannot decode an empty bitstream")
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            chunks, rate = _read_stream(codec, container)
+    except CodecError:
+        raise
+    except (av.FFmpegError, ValueError, TypeError, OSError) as exc:
+        raise CodecError(f"{codec.name}: cannot decode bitstream: {exc}") from exc
+    if not chunks:
+        # a valid file of a clip shorter than the codec's priming (e.g. a few ms of
+        # AAC) can decode to nothing; the time-aligned output is then all padding
+        return Audio(np.zeros((like.channels, like.frames), dtype=np.float32), like.sample_rate)
+    return _fit_like(codec, Audio(np.concatenate(chunks, axis=1), int(rate)), like)
 
 
 # --------------------------------------------------------------------------- MP3

@@ -20,36 +20,14 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-import numpy as np
+from mpq_assets.codecs.bitstream import CodecError, Encoded
+from mpq_assets.codecs.rate_control import fit_ladder, fit_ladder_many
+from mpq_assets.media.item import MODALITIES, Item, Modality, raw_bytes
 
-from mpq_assets.media.audio import Audio
-
-Modality = Literal["image", "audio"]
-MODALITIES: tuple[Modality, ...] = ("image", "audio")
-Item = np.ndarray | Audio
+__all__ = ["MODALITIES", "Codec", "CodecError", "Encoded", "Item", "Modality", "raw_bytes"]
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-
-
-class CodecError(RuntimeError):
-    """A codec failed on one item; the message says which setting and why."""
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """One item's bitstream at the setting rate control chose.
-
-    ``trials``: encodes this search made (an encode shared with an earlier budget of the same item counts
-    once, for the first budget that needed it); ``seconds``: their time, when the search measured it.
-    """
-
-    data: bytes
-    setting: str
-    rate_met: bool
-    trials: int
-    seconds: float | None = None
 
 
 class Codec(ABC):
@@ -122,8 +100,6 @@ class Codec(ABC):
 
     def encode_to_budget(self, item: Item, budget_bytes: int) -> Encoded:
         """Pick the highest-rate setting whose bitstream fits ``budget_bytes``."""
-        from mpq_assets.codecs.rate_control import fit_ladder
-
         return fit_ladder(self, item, budget_bytes)
 
     def encode_to_budgets(self, item: Item, budgets: Sequence[int]) -> list[Encoded]:
@@ -134,8 +110,6 @@ class Codec(ABC):
         """
         if type(self).encode_to_budget is not Codec.encode_to_budget:
             return [self.encode_to_budget(item, b) for b in budgets]
-        from mpq_assets.codecs.rate_control import fit_ladder_many
-
         return fit_ladder_many(self, item, budgets)
 
     def encode_to_budgets_batch(self, items: Sequence[Item], budgets: Sequence[Sequence[int]]) -> list[list[Encoded]]:
@@ -167,10 +141,3 @@ class Codec(ABC):
         if not cls.extension.startswith("."):
             raise TypeError(f"codec {cls.name}: extension must start with '.', got {cls.extension!r}")
 
-
-def raw_bytes(item: Item) -> int:
-    """Uncompressed size: 8-bit RGB for images, 16-bit PCM for audio (DESIGN.md)."""
-    if isinstance(item, Audio):
-        return item.raw_bytes
-    h, w = item.shape[:2]
-    return int(h * w * 3)

@@ -56,7 +56,7 @@ HIFIC_REGIMES: tuple[str, ...] = ("low", "med", "high")
 
 
 def _model_module() -> ModuleType:
-    from mpq_assets.codecs import hific_model
+    import mpq_assets.codecs.hific_model as hific_model
 
     return hific_model
 

@@ -85,10 +85,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mpq_assets.artifacts import atomic_write_bytes
 from mpq_assets.codecs.batching import shape_batches
 from mpq_assets.device import exact_convolutions
 from mpq_assets.settings import load_settings
-from mpq_assets.storage_paths import atomic_write_bytes
 from mpq_assets.weights import ModelNotAvailableError, sha256_file
 
 HIFIC_REGIMES: tuple[str, ...] = ("low", "med", "high")
@@ -98,7 +98,6 @@ CHECKPOINT_NAMES: dict[str, tuple[str, ...]] = {
     "med": ("hific_med.pt",),
     "high": ("hific_hi.pt", "hific_high.pt"),
 }
-TARGET_BPP = {"low": 0.14, "med": 0.30, "high": 0.45}
 SOURCE_URL = "https://github.com/Justin-Tan/high-fidelity-generative-compression#pretrained-models"
 ZENODO_URL = "https://zenodo.org/record/4026003"
 LAYOUT = "mpq-hific-v1"

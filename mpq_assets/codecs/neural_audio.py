@@ -15,8 +15,8 @@ codebooks (bandwidth / (frame rate x 10 bits), 75 and 150 frames/s), so without
 the entropy-coding LM the size depends only on the clip's duration and the
 bandwidth: :func:`ecdc_size` gives it exactly (tests compare it with the bytes
 written), and :meth:`encode_to_budgets` uses it to pick each budget's rung and
-checks the bytes written against it -- the rate is always the bytes written
-(DESIGN.md). The residual codebooks are coded in order, so the codes at a lower
+checks the bytes written against it -- the rate is always the bytes written.
+The residual codebooks are coded in order, so the codes at a lower
 bandwidth are the first codebooks of the codes at a higher one: every target
 ratio of a clip comes from one encoder pass at the highest bandwidth any of them
 needs, each file byte for byte its own encode (:func:`pack_ecdc`; tested). With
@@ -335,19 +335,11 @@ def _container_size(model: EncodecModel, length: int, nc: int) -> int:
 Frame = tuple["torch.Tensor", "torch.Tensor | None"]  # one segment: codes (1, K, T) and its scale (1,) or None
 
 
-def read_ecdc(data: bytes, model: EncodecModel, codec: str) -> torch.Tensor:
-    """Decode an ECDC file with ``model`` (mirror of ``encodec.compress.decompress_from_file``) -> (C, frames)."""
-    length, frames = read_frames(data, model, codec)
-    return decode_frames(model, [(length, frames)], 1)[0]
-
-
-def read_frames(data: bytes, model: EncodecModel, codec: str) -> tuple[int, list[Frame]]:
-    """Parse an ECDC file for ``model``: (length at the model rate, the segments' codes and scales)."""
-    import torch
+def _read_header(fo: io.BytesIO, size: int, model: EncodecModel, codec: str) -> tuple[int, int, bool]:
+    """The checked (length, codebooks, uses the LM) of an ECDC header; a file without the LM must be exactly the
+    ``size`` its header implies."""
     from encodec import binary
-    from encodec.quantization.ac import ArithmeticDecoder, build_stable_quantized_cdf
 
-    fo = io.BytesIO(data)
     try:
         meta = binary.read_ecdc_header(fo)
     except (ValueError, EOFError, struct.error, UnicodeDecodeError) as exc:
@@ -361,43 +353,79 @@ def read_frames(data: bytes, model: EncodecModel, codec: str) -> tuple[int, list
         raise CodecError(f"{codec}: invalid ECDC header {meta}")
     if not use_lm:
         expected = _container_size(model, length, nc)
-        if len(data) != expected:
-            raise CodecError(f"{codec}: bitstream is {len(data)} bytes, its header implies {expected} "
+        if size != expected:
+            raise CodecError(f"{codec}: bitstream is {size} bytes, its header implies {expected} "
                              "(truncated or corrupt)")
+    return length, nc, bool(use_lm)
+
+
+def _pulled(code: int | None) -> int:
+    """A code pulled from the stream; ``None`` means the stream ran out."""
+    if code is None:
+        raise EOFError("the stream ended sooner than expected")
+    return code
+
+
+def _read_packed_codes(fo: io.BytesIO, bits: int, nc: int, steps: int) -> torch.Tensor:
+    """A segment's codes (1, nc, steps) stored as packed ``bits``-bit integers, step by step."""
+    import torch
+    from encodec import binary
+
+    unpacker = binary.BitUnpacker(bits, fo)
+    codes = torch.zeros(1, nc, steps, dtype=torch.long)  # filled code by code on the CPU, then moved once
+    for t in range(steps):
+        for k in range(nc):
+            codes[0, k, t] = _pulled(unpacker.pull())
+    return codes
+
+
+def _read_lm_codes(fo: io.BytesIO, lm: LMModel, nc: int, steps: int, device: torch.device) -> torch.Tensor:
+    """A segment's codes (1, nc, steps) arithmetic-decoded with the LM's probabilities, step by step."""
+    import torch
+    from encodec.quantization.ac import ArithmeticDecoder, build_stable_quantized_cdf
+
+    decoder = ArithmeticDecoder(fo)
+    states: Any = None
+    offset = 0
+    prev = torch.zeros(1, nc, 1, dtype=torch.long, device=device)
+    codes = torch.zeros(1, nc, steps, dtype=torch.long)  # filled code by code on the CPU, then moved once
+    for t in range(steps):
+        with torch.no_grad():
+            probas, states, offset = lm(prev, states, offset)
+        for k in range(nc):
+            cdf = build_stable_quantized_cdf(probas[0, :, k, 0], decoder.total_range_bits, check=False)
+            codes[0, k, t] = _pulled(decoder.pull(cdf))
+        prev = 1 + codes[:, :, t:t + 1].to(device)
+    return codes
+
+
+def _read_segment(fo: io.BytesIO, model: EncodecModel, lm: LMModel | None, nc: int, steps: int,
+                  device: torch.device) -> Frame:
+    """One segment of an ECDC file: its scale (if the model normalises), then its codes, on ``device``."""
+    import torch
+    from encodec import binary
+
+    scale = None
+    if model.normalize:
+        (value,) = struct.unpack("!f", binary._read_exactly(fo, 4))
+        scale = torch.tensor(value, device=device).view(1)
+    if lm is not None:
+        codes = _read_lm_codes(fo, lm, nc, steps, device)
+    else:
+        codes = _read_packed_codes(fo, model.bits_per_codebook, nc, steps)
+    return codes.to(device), scale
+
+
+def read_frames(data: bytes, model: EncodecModel, codec: str) -> tuple[int, list[Frame]]:
+    """Parse an ECDC file for ``model``: (length at the model rate, the segments' codes and scales)."""
+    fo = io.BytesIO(data)
+    length, nc, use_lm = _read_header(fo, len(data), model, codec)
     lm = model.get_lm_model() if use_lm else None
     device = next(model.parameters()).device
     frames = []
     try:
         for segment in _segments(model, length):
-            steps = _steps(model, segment)
-            scale = None
-            if model.normalize:
-                (value,) = struct.unpack("!f", binary._read_exactly(fo, 4))
-                scale = torch.tensor(value, device=device).view(1)
-            if lm is not None:
-                decoder = ArithmeticDecoder(fo)
-                states: Any = None
-                offset = 0
-                prev = torch.zeros(1, nc, 1, dtype=torch.long, device=device)
-            else:
-                unpacker = binary.BitUnpacker(model.bits_per_codebook, fo)
-            codes = torch.zeros(1, nc, steps, dtype=torch.long)  # filled code by code on the CPU, then moved once
-            for t in range(steps):
-                if lm is not None:
-                    with torch.no_grad():
-                        probas, states, offset = lm(prev, states, offset)
-                for k in range(nc):
-                    if lm is not None:
-                        code = decoder.pull(build_stable_quantized_cdf(probas[0, :, k, 0], decoder.total_range_bits,
-                                                                       check=False))
-                    else:
-                        code = unpacker.pull()
-                    if code is None:
-                        raise EOFError("the stream ended sooner than expected")
-                    codes[0, k, t] = code
-                if lm is not None:
-                    prev = 1 + codes[:, :, t:t + 1].to(device)
-            frames.append((codes.to(device), scale))
+            frames.append(_read_segment(fo, model, lm, nc, _steps(model, segment), device))
     except (EOFError, struct.error) as exc:
         raise CodecError(f"{codec}: cannot decode bitstream: {exc}") from exc
     return length, frames
@@ -725,6 +753,3 @@ class Encodec48Lm(Encodec48):
     description: ClassVar[str] = "EnCodec 48 kHz stereo, 3-24 kbps + arithmetic coding with the EnCodec LM"
     use_lm: ClassVar[bool] = True
 
-
-NEURAL_AUDIO_CODECS: tuple[type[Codec], ...] = (Encodec24, Encodec48)
-LM_CODECS: tuple[type[Codec], ...] = (Encodec24Lm, Encodec48Lm)

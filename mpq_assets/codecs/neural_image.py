@@ -2,7 +2,7 @@
 
 Both are CompressAI's MSE-optimised models, one network per quality index
 (``mbt2018``: 1-8, ``cheng2020-anchor``: 1-6). Rate control picks the highest
-quality whose *written file* fits the item's byte budget (DESIGN.md, "Rate
+quality whose *written file* fits the item's byte budget (docs/codecs.md, "Rate
 control"); the rate is the container's total size, header included, never the
 model's likelihood estimate.
 
@@ -526,8 +526,8 @@ class NeuralImageCodec(Codec):
         if c.device_type != ENTROPY_DEVICE.type:
             msg = (f"{self.name}: this file was entropy-coded on {c.device_type!r}; this reader runs the entropy "
                    f"model on {ENTROPY_DEVICE.type!r}, and CompressAI decodes reliably only on the device type "
-                   "that encoded (README, 'Neural codecs'). Re-encode the original with this version: its files "
-                   f"always say {ENTROPY_DEVICE.type!r} and decode on any machine.")
+                   "that encoded (docs/codecs.md, 'Neural codecs'). Re-encode the original with this version: its "
+                   f"files always say {ENTROPY_DEVICE.type!r} and decode on any machine.")
             if self.on_device_mismatch == "error":
                 raise CodecError(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=3)

@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mpq_assets.codecs.base import CodecError, Encoded, Item, raw_bytes
+from mpq_assets.codecs.bitstream import CodecError, Encoded
+from mpq_assets.media.item import Item, raw_bytes
 
 if TYPE_CHECKING:
     from mpq_assets.codecs.base import Codec
@@ -70,9 +71,14 @@ def parse_ratio(bitrate: str) -> float:
     return value
 
 
+def budget_for(raw: int, ratio: float) -> int:
+    """The largest bitstream (bytes) that still achieves ``ratio`` for an item of ``raw`` bytes."""
+    return max(1, math.floor(raw / ratio))
+
+
 def budget_bytes(item: Item, ratio: float) -> int:
     """The largest bitstream (bytes) that still achieves ``ratio`` for this item."""
-    return max(1, math.floor(raw_bytes(item) / ratio))
+    return budget_for(raw_bytes(item), ratio)
 
 
 class LadderSearch:
@@ -213,6 +219,26 @@ def fit_ladder_many(codec: Codec, item: Item, budgets: Sequence[int]) -> list[En
     return [out[k] for k in range(len(budgets))]
 
 
+def _by_setting(codec: Codec, searches: Sequence[LadderSearch], wanted: dict[int, int]) -> dict[str, list[int]]:
+    """The waiting items grouped by the setting (label) of the rung each waits for, so each group is one batch."""
+    groups: dict[str, list[int]] = {}
+    for i, rung in wanted.items():
+        groups.setdefault(codec.label(searches[i].ladder[rung]), []).append(i)
+    return groups
+
+
+def _encode_together(codec: Codec, items: Sequence[Item], setting: Any) -> tuple[list[bytes], float]:
+    """One ``encode_batch`` call (a library failure names the setting), and its seconds per item."""
+    t0 = time.perf_counter()
+    try:
+        data = codec.encode_batch(items, setting)
+    except CodecError:
+        raise
+    except Exception as exc:
+        raise CodecError(f"{codec.name} failed at {codec.label(setting)}: {exc}") from exc
+    return data, (time.perf_counter() - t0) / len(items)
+
+
 def fit_ladder_many_batch(codec: Codec, items: Sequence[Item], budgets: Sequence[Sequence[int]]
                           ) -> list[list[Encoded]]:
     """:func:`fit_ladder_many` for several items in lockstep: each round, the rungs the items' searches
@@ -240,19 +266,9 @@ def fit_ladder_many_batch(codec: Codec, items: Sequence[Item], budgets: Sequence
     for i in range(len(items)):
         advance(i)
     while wanted:
-        groups: dict[str, list[int]] = {}
-        for i, rung in wanted.items():
-            groups.setdefault(codec.label(searches[i].ladder[rung]), []).append(i)
-        for members in groups.values():
+        for members in _by_setting(codec, searches, wanted).values():
             setting = searches[members[0]].ladder[wanted[members[0]]]
-            t0 = time.perf_counter()
-            try:
-                data = codec.encode_batch([items[i] for i in members], setting)
-            except CodecError:
-                raise
-            except Exception as exc:
-                raise CodecError(f"{codec.name} failed at {codec.label(setting)}: {exc}") from exc
-            each = (time.perf_counter() - t0) / len(members)
+            data, each = _encode_together(codec, [items[i] for i in members], setting)
             for i, d in zip(members, data, strict=True):
                 searches[i].record(wanted.pop(i), d, each)
                 advance(i)

@@ -17,7 +17,7 @@ from mpq_assets.codecs.audio_av import Aac, Mp3, Opus
 from mpq_assets.codecs.base import Codec, Modality
 from mpq_assets.codecs.hific import HiFiC, HiFiCLo
 from mpq_assets.codecs.image_pillow import Avif, Jpeg, JpegXl, WebP
-from mpq_assets.codecs.neural_audio import Encodec24, Encodec48
+from mpq_assets.codecs.neural_audio import Encodec24, Encodec24Lm, Encodec48, Encodec48Lm
 from mpq_assets.codecs.neural_image import Cheng2020Anchor, Mbt2018
 
 ENTRY_POINT_GROUP = "mpq.codecs"
@@ -37,6 +37,8 @@ BUILTIN_CODECS: dict[str, type[Codec]] = {
     "aac": Aac,
     "encodec-24khz": Encodec24,
     "encodec-48khz": Encodec48,
+    "encodec-24khz-lm": Encodec24Lm,  # with the package's entropy-coding LM (needs its checkpoint too)
+    "encodec-48khz-lm": Encodec48Lm,
 }
 
 

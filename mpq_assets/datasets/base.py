@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from mpq_assets.codecs.base import Modality
 from mpq_assets.media.audio import Audio
+from mpq_assets.media.item import Modality
 
 ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

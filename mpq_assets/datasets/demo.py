@@ -19,12 +19,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from mpq_assets.codecs.base import Modality
+from mpq_assets.artifacts import safe_join
 from mpq_assets.datasets.base import Dataset, ItemSource, check_item_id
 from mpq_assets.media.audio import load_audio
 from mpq_assets.media.image import load_image, to_rgb8
+from mpq_assets.media.item import Modality
 from mpq_assets.settings import load_settings
-from mpq_assets.storage_paths import safe_join
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
-from mpq_assets.codecs.base import Modality
+from mpq_assets.artifacts import safe_join
 from mpq_assets.datasets.base import Dataset, ItemSource, item_id_from_name
 from mpq_assets.media.audio import load_audio
 from mpq_assets.media.image import load_image
-from mpq_assets.storage_paths import safe_join
+from mpq_assets.media.item import Modality
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aiff", ".aif"}

@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mpq_assets.codecs.base import Modality
+from mpq_assets.artifacts import atomic_write_bytes, masks_dir
 from mpq_assets.datasets.base import Dataset, ItemSource, item_id_from_name
 from mpq_assets.media.image import to_rgb8
+from mpq_assets.media.item import Modality
 from mpq_assets.settings import load_settings
-from mpq_assets.storage_paths import atomic_write_bytes, safe_join
 
 # the paper's image sets, with the columns each uses
 KNOWN: dict[str, dict[str, Any]] = {
@@ -106,7 +106,7 @@ class HuggingFaceImages(_HuggingFaceSource):
         if self.image_column not in ds.column_names:
             raise ValueError(f"{self.name}: no column {self.image_column!r}; columns are {ds.column_names}")
         n = len(ds) if self.limit is None else min(self.limit, len(ds))
-        mask_dir = safe_join(load_settings().artifacts_dir, "hf_masks", self.name.replace("/", "__"), self.split)
+        mask_dir = masks_dir(load_settings(), self.name, self.split)
         for index in range(n):
             item_id = item_id_from_name(f"{self.split}_{index:06d}")  # splits may be sliced: "validation[:500]"
 

@@ -40,8 +40,8 @@ from dagster_dask.executor import (
 )
 from dagster_dask.executor import dask_executor as upstream_dask_executor
 
+from mpq_assets.defs.resources import MpqResource
 from mpq_assets.experiments import Experiment
-from mpq_assets.resources import MpqResource
 
 # cluster type -> (module, class) the executor starts; "existing" connects to a running scheduler instead
 CLUSTER_CLASSES = {

@@ -28,8 +28,8 @@ from typing import Any
 from dagster import Definitions, ExecutorDefinition
 from dagster_k8s import k8s_job_executor
 
+from mpq_assets.defs.resources import MpqResource
 from mpq_assets.experiments import Experiment
-from mpq_assets.resources import MpqResource
 
 USER_DEFINED_K8S_CONFIG_KEY = "dagster-k8s/config"  # the op tag dagster-k8s reads (dagster_k8s.job)
 GPU_RESOURCE = "nvidia.com/gpu"

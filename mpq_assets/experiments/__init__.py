@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpq_assets.codecs.base import Modality
 from mpq_assets.datasets import Dataset, make_dataset
+from mpq_assets.media.item import Modality
 from mpq_assets.settings import REPO_ROOT
 
 # BD-rate anchors when an experiment names none: JPEG for images; Opus for audio, whose kbps ladder keeps
@@ -111,8 +111,3 @@ EXPERIMENTS: dict[str, Experiment] = {
     )
 }
 
-
-def get_experiment(name: str) -> Experiment:
-    if name not in EXPERIMENTS:
-        raise KeyError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
-    return EXPERIMENTS[name]

@@ -1,7 +1,7 @@
 """Audio is normalised to float32 (channels, frames) in [-1, 1] at its native rate.
 
 The raw size that ratios refer to is 16-bit PCM at the native rate and channel
-count (DESIGN.md, "bitrate"), so originals are cached as 16-bit FLAC.
+count, so originals are cached as 16-bit FLAC.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
+from mpq_assets.artifacts import atomic_write_bytes
 from mpq_assets.media.errors import MediaError
-from mpq_assets.storage_paths import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,19 @@ def decode_audio_bytes(data: bytes, what: str = "audio") -> Audio:
     return validate_audio(audio, what)
 
 
+def decode_av_stream(container: Any, stream: Any) -> tuple[list[np.ndarray], int]:
+    """Every frame of one open PyAV audio stream as float32 ``(channels, frames)`` chunks, and its rate."""
+    chunks: list[np.ndarray] = []
+    rate = int(stream.codec_context.sample_rate or 0)
+    for frame in container.decode(stream):
+        arr = frame.to_ndarray()
+        if not frame.format.is_planar:
+            arr = arr.reshape(-1, frame.layout.nb_channels).T
+        chunks.append(pcm_to_float(arr))
+        rate = frame.sample_rate
+    return chunks, rate
+
+
 def _decode_with_av(data: bytes, what: str) -> Audio:
     import av
 
@@ -103,14 +117,7 @@ def _decode_with_av(data: bytes, what: str) -> Audio:
             stream = container.streams.audio[0]
             if stream.codec_context.channels > 7:  # PyAV 18 crashes on 8-channel planar frames
                 raise MediaError(f"{what} has {stream.codec_context.channels} channels; at most 7 are supported")
-            chunks = []
-            rate = stream.codec_context.sample_rate
-            for frame in container.decode(stream):
-                arr = frame.to_ndarray()
-                if not frame.format.is_planar:
-                    arr = arr.reshape(-1, frame.layout.nb_channels).T
-                chunks.append(pcm_to_float(arr))
-                rate = frame.sample_rate
+            chunks, rate = decode_av_stream(container, stream)
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:

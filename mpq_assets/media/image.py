@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mpq_assets.artifacts import atomic_write_bytes
 from mpq_assets.media.errors import MediaError
-from mpq_assets.storage_paths import atomic_write_bytes
 
 
 def to_rgb8(img: Image.Image) -> np.ndarray:

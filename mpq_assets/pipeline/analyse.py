@@ -30,10 +30,6 @@ from mpq_assets.tasks.registry import TASKS
 
 KEPT_FRACTION = 0.95
 MIN_BD_POINTS = 4  # distinct points a curve needs for BD-rate (after the monotonic fit, see analysis.bdrate)
-ERROR_RATES = ("wer", "cer", "wer_ref", "cer_ref")  # kept-ratio uses their accuracy 1 - rate
-# label-free measures compare with the task's output on the uncompressed item: that output scores
-# exactly this against itself, so it is their reference
-SELF_SCORES = {"agreement": 1.0, "miou_ref": 1.0, "wer_ref": 0.0, "cer_ref": 0.0}
 KEYS = ["codec", "point"]
 
 CORRELATION_COLUMNS = ["level", "task", "task_metric", "quality_metric", "method", "r", "ci_low", "ci_high", "n",
@@ -73,6 +69,18 @@ def measure_direction(experiment: Experiment, measure: str) -> bool:
         return METRICS[measure].info.higher_is_better
     cls = task_class(experiment, measure)
     return cls.info.higher_is_better.get(measure.partition(".")[2], True) if cls else True
+
+
+def self_score(experiment: Experiment, measure: str) -> float | None:
+    """A label-free measure's score of the uncompressed item's prediction against itself: its reference."""
+    cls = task_class(experiment, measure)
+    return cls.info.self_scores.get(measure.partition(".")[2]) if cls else None
+
+
+def is_error_rate(experiment: Experiment, measure: str) -> bool:
+    """Whether the measure is a rate whose complement is an accuracy (WER -> word accuracy)."""
+    cls = task_class(experiment, measure)
+    return bool(cls) and measure.partition(".")[2] in cls.info.error_rates
 
 
 def _wide(long: pd.DataFrame, index: list[str]) -> pd.DataFrame:
@@ -118,7 +126,7 @@ def load_observations(experiment: Experiment, store: ResultsStore) -> Observatio
         task_measures=task_measures,
         quality_metrics=quality,
         rate_unit=rate_unit,
-        reference={**{m: SELF_SCORES[m.partition(".")[2]] for m in task_measures if m.partition(".")[2] in SELF_SCORES},
+        reference={**{m: s for m in task_measures if (s := self_score(experiment, m)) is not None},
                    **{r.measure: float(r.value) for r in reference.itertuples() if r.value is not None}},
         higher_is_better={m: measure_direction(experiment, m) for m in task_measures + quality},
     )
@@ -234,10 +242,10 @@ def correlations(experiment: Experiment, store: ResultsStore, *, n_boot: int = 1
     return table, ranking
 
 
-def _kept(measure: str, higher: bool, ratios: np.ndarray, values: np.ndarray,
+def _kept(measure: str, higher: bool, error_rate: bool, ratios: np.ndarray, values: np.ndarray,
           reference: float | None) -> tuple[float | None, str | None]:
     metric = measure.partition(".")[2]
-    if not higher and metric not in ERROR_RATES:
+    if not higher and not error_rate:
         return None, f"{metric} is lower-is-better without a bounded complement: no 'share of reference kept'"
     if reference is None or not np.isfinite(reference):
         return None, "no score on the uncompressed items (reference_predictions / task_scores 'reference')"
@@ -282,7 +290,8 @@ def rate_curves(experiment: Experiment, store: ResultsStore) -> pd.DataFrame:
                 bd, note = None, f"anchor codec {anchor} has no points with {measure}"
             else:
                 bd, note = _bd(curves[anchor], g, measure, higher)
-            kept, kept_note = (_kept(measure, higher, g["ratio"].to_numpy(float), g[measure].to_numpy(float), ref)
+            kept, kept_note = (_kept(measure, higher, is_error_rate(experiment, measure), g["ratio"].to_numpy(float),
+                                     g[measure].to_numpy(float), ref)
                                if kind == "task" else (None, "quality measures have no reference score"))
             rows.append(dict(codec=codec, measure=measure, kind=kind, higher_is_better=higher,
                              rate_unit=obs.rate_unit, points=len(g), **_counted(g), anchor=anchor, bd_rate=bd,

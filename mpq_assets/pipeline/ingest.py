@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mpq_assets.codecs.base import raw_bytes
+from mpq_assets.artifacts import original_path
 from mpq_assets.datasets.base import check_item_id
 from mpq_assets.experiments import Experiment
 from mpq_assets.media.audio import Audio, quantise_pcm16, validate_audio, write_audio_flac
 from mpq_assets.media.image import write_image_png
+from mpq_assets.media.item import raw_bytes
 from mpq_assets.pipeline.progress import Progress
 from mpq_assets.settings import Settings
-from mpq_assets.storage_paths import safe_join
 from mpq_assets.store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -32,15 +32,10 @@ class IngestSummary:
     error_items: list[str]
 
 
-def originals_dir(settings: Settings, experiment: str):  # noqa: ANN201 - Path
-    return safe_join(settings.artifacts_dir, experiment, "originals")
-
-
 def ingest(experiment: Experiment, store: ResultsStore, settings: Settings,
            logger: logging.Logger | logging.LoggerAdapter = log) -> IngestSummary:
     dataset = experiment.make_dataset()
     sources = list(dataset.items())
-    out_dir = originals_dir(settings, experiment.name)
     rows, errors = [], []
     progress = Progress(logger, f"{experiment.name}/dataset", len(sources))
     seen: set[str] = set()
@@ -53,12 +48,12 @@ def ingest(experiment: Experiment, store: ResultsStore, settings: Settings,
             item = src.load()
             if isinstance(item, Audio):
                 item = quantise_pcm16(validate_audio(item, what=item_id))
-                path = safe_join(out_dir, f"{item_id}.flac")
+                path = original_path(settings, experiment.name, item_id, "audio")
                 write_audio_flac(path, item)
                 shape = dict(sample_rate=item.sample_rate, channels=item.channels, frames=item.frames,
                              duration_s=item.duration_s)
             else:
-                path = safe_join(out_dir, f"{item_id}.png")
+                path = original_path(settings, experiment.name, item_id, "image")
                 write_image_png(path, item)
                 shape = dict(width=int(item.shape[1]), height=int(item.shape[0]), channels=3)
             rows.append(dict(item_id=item_id, modality=dataset.modality, source=src.source,

@@ -54,11 +54,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mpq_assets.codecs.base import Item
+from mpq_assets.artifacts import atomic_write_bytes
 from mpq_assets.media.audio import Audio, remix, resample
+from mpq_assets.media.item import Item
 from mpq_assets.quality.base import MetricInfo, QualityMetric
 from mpq_assets.settings import load_settings
-from mpq_assets.storage_paths import atomic_write_bytes
 
 SNR_CAP_DB = 100.0
 """SNR / SI-SDR reported for identical clips (+inf in the math); values are clamped to +-100 dB."""
@@ -518,8 +518,8 @@ class _LegacyCheckpointUnpickler(pickle.Unpickler):
         return ref
 
 
-def _read_legacy_state_dict(fh: BinaryIO) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The ``state`` entry of a legacy torch checkpoint as numpy arrays, and the checkpoint's other scalar fields."""
+def _check_legacy_header(fh: BinaryIO) -> None:
+    """Read the three small pickles that open a legacy checkpoint; refuse anything but a little-endian one."""
     magic = _LegacyCheckpointUnpickler(fh).load()
     protocol = _LegacyCheckpointUnpickler(fh).load()
     sys_info = _LegacyCheckpointUnpickler(fh).load()
@@ -527,16 +527,13 @@ def _read_legacy_state_dict(fh: BinaryIO) -> tuple[dict[str, np.ndarray], dict[s
         raise RuntimeError(f"not a legacy torch checkpoint (magic {magic!r}, protocol {protocol!r})")
     if not isinstance(sys_info, dict) or not sys_info.get("little_endian", False):
         raise RuntimeError(f"unsupported checkpoint byte order: {sys_info!r}")
-    unpickler = _LegacyCheckpointUnpickler(fh)
-    checkpoint = unpickler.load()
-    keys = _LegacyCheckpointUnpickler(fh).load()
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state"), dict):
-        raise RuntimeError("checkpoint has no 'state' dict")
-    if not isinstance(keys, list) or set(map(str, keys)) != set(unpickler.storages):
-        raise RuntimeError("checkpoint storage list does not match the storages its pickle references")
+
+
+def _read_storages(fh: BinaryIO, keys: list[Any], storages: dict[str, _StorageRef]) -> dict[str, np.ndarray]:
+    """The flat storages that follow the pickles, in ``keys`` order, each checked against its declared size."""
     raw: dict[str, np.ndarray] = {}
     for key in map(str, keys):  # each storage: little-endian int64 element count, then the elements
-        ref = unpickler.storages[key]
+        ref = storages[key]
         header = fh.read(8)
         if len(header) != 8 or struct.unpack("<q", header)[0] != ref.numel:
             raise RuntimeError(f"storage {key}: size header does not match its {ref.numel} elements")
@@ -544,18 +541,35 @@ def _read_legacy_state_dict(fh: BinaryIO) -> tuple[dict[str, np.ndarray], dict[s
         if len(data) != ref.numel * ref.dtype.itemsize:
             raise RuntimeError(f"storage {key} is truncated")
         raw[key] = np.frombuffer(data, dtype=ref.dtype)
-    state: dict[str, np.ndarray] = {}
-    for name, tensor in checkpoint["state"].items():
-        if not isinstance(tensor, _TensorRef):
-            raise RuntimeError(f"state entry {name} is a {type(tensor).__name__}, not a tensor")
-        flat = raw[tensor.storage.key]
-        last = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.size, tensor.stride, strict=True))
-        if tensor.offset < 0 or (all(tensor.size) and last >= flat.size):
-            raise RuntimeError(f"state entry {name} reaches outside its storage")
-        view = np.lib.stride_tricks.as_strided(
-            flat[tensor.offset :], shape=tensor.size, strides=[s * flat.itemsize for s in tensor.stride]
-        )
-        state[str(name)] = np.array(view, order="C", copy=True)  # keeps 0-d shapes
+    return raw
+
+
+def _tensor_array(name: object, tensor: object, raw: dict[str, np.ndarray]) -> np.ndarray:
+    """One state entry as a C-ordered copy of its strided view of a storage, refused if it reaches outside."""
+    if not isinstance(tensor, _TensorRef):
+        raise RuntimeError(f"state entry {name} is a {type(tensor).__name__}, not a tensor")
+    flat = raw[tensor.storage.key]
+    last = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.size, tensor.stride, strict=True))
+    if tensor.offset < 0 or (all(tensor.size) and last >= flat.size):
+        raise RuntimeError(f"state entry {name} reaches outside its storage")
+    view = np.lib.stride_tricks.as_strided(
+        flat[tensor.offset :], shape=tensor.size, strides=[s * flat.itemsize for s in tensor.stride]
+    )
+    return np.array(view, order="C", copy=True)  # keeps 0-d shapes
+
+
+def _read_legacy_state_dict(fh: BinaryIO) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The ``state`` entry of a legacy torch checkpoint as numpy arrays, and the checkpoint's other scalar fields."""
+    _check_legacy_header(fh)
+    unpickler = _LegacyCheckpointUnpickler(fh)
+    checkpoint = unpickler.load()
+    keys = _LegacyCheckpointUnpickler(fh).load()
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state"), dict):
+        raise RuntimeError("checkpoint has no 'state' dict")
+    if not isinstance(keys, list) or set(map(str, keys)) != set(unpickler.storages):
+        raise RuntimeError("checkpoint storage list does not match the storages its pickle references")
+    raw = _read_storages(fh, keys, unpickler.storages)
+    state = {str(name): _tensor_array(name, tensor, raw) for name, tensor in checkpoint["state"].items()}
     extras = {k: v for k, v in checkpoint.items() if isinstance(v, int | float | str)}
     return state, extras
 

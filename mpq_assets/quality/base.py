@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from mpq_assets.codecs.base import Item, Modality
+from mpq_assets.media.item import Item, Modality
 
 
 @dataclass(frozen=True)

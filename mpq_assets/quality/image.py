@@ -43,12 +43,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mpq_assets.codecs.base import Item
+from mpq_assets.artifacts import atomic_write_bytes
 from mpq_assets.device import default_batch_size
+from mpq_assets.media.item import Item
 from mpq_assets.quality.base import MetricInfo, QualityMetric
 from mpq_assets.quality.lpips_net import LPIPSNet, build, heads_path
 from mpq_assets.settings import load_settings
-from mpq_assets.storage_paths import atomic_write_bytes
 
 PSNR_CAP_DB = 100.0
 """PSNR reported for identical images (MSE 0, +inf in the math) and the ceiling for near-identical ones."""

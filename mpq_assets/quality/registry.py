@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from mpq_assets.codecs.base import Modality
+from mpq_assets.media.item import Modality
 from mpq_assets.quality.audio import CDPAM, DNSMOS, PESQ, SISDR, SNR, STOI, LogMelDistance
 from mpq_assets.quality.base import QualityMetric
 from mpq_assets.quality.image import LPIPSVGG, MSSSIM, PSNR, SSIM, LPIPSAlex

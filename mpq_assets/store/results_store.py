@@ -13,68 +13,24 @@ from __future__ import annotations
 import logging
 import random
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
 
+from mpq_assets.store.schema import PARTITION_KEYS, StoreError, migrations, process_lock, schema_columns, sql_text
+from mpq_assets.store.spool import overlay_connection, write_unit
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# table -> the columns that identify one partition of it
-PARTITION_KEYS: dict[str, tuple[str, ...]] = {
-    "items": ("experiment",),
-    "compressed": ("experiment", "codec", "bitrate"),
-    "errors": ("experiment", "stage", "codec", "bitrate"),
-    "quality": ("experiment", "codec", "bitrate"),
-    "predictions": ("experiment", "codec", "bitrate", "task"),
-    "task_scores": ("experiment", "codec", "bitrate", "task"),
-    "correlations": ("experiment",),
-    "rate_curves": ("experiment",),
-    "bd_rates": ("experiment",),
-}
-_MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
-
-
-_PROCESS_LOCKS: dict[str, threading.RLock] = {}
-_PROCESS_LOCKS_GUARD = threading.Lock()
-
-
-def _process_lock(path: Path) -> threading.RLock:
-    """One lock per database file per process: DuckDB refuses a read-only and a read-write connection
-    to the same file from one process, and two writer threads would conflict; threads take turns."""
-    key = str(path.resolve())
-    with _PROCESS_LOCKS_GUARD:
-        return _PROCESS_LOCKS.setdefault(key, threading.RLock())
-
 
 class StoreLockedError(RuntimeError):
     """Another process kept the DuckDB file locked for longer than the timeout."""
-
-
-class StoreError(ValueError):
-    """A write that does not fit the schema or names the wrong partition."""
-
-
-def _sql(name: str) -> str:
-    return resources.files("mpq_assets.store").joinpath("sql", name).read_text(encoding="utf-8")
-
-
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("mpq_assets.store").joinpath("sql")
-    found = []
-    for entry in folder.iterdir():
-        match = _MIGRATION.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name))
-    return sorted(found)
 
 
 def _is_lock_error(exc: BaseException) -> bool:
@@ -103,13 +59,18 @@ class ResultsStore:
         self.lock_timeout_s = lock_timeout_s
         self.max_backoff_s = max_backoff_s
         self.spool_dir = Path(spool_dir) if spool_dir else None
-        self._columns: dict[str, list[str]] = {}
+
+    def direct(self) -> ResultsStore:
+        """This store writing the DuckDB file itself (the spool merger's view of a spool-mode store)."""
+        if self.spool_dir is None:
+            return self
+        return ResultsStore(self.path, lock_timeout_s=self.lock_timeout_s, max_backoff_s=self.max_backoff_s)
 
     # -- connections -------------------------------------------------------------
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        return self._retry_on_lock(lambda: duckdb.connect(str(self.path), read_only=read_only))
+        return self.retry_on_lock(lambda: duckdb.connect(str(self.path), read_only=read_only))
 
-    def _retry_on_lock(self, open_: Callable[[], T]) -> T:
+    def retry_on_lock(self, open_: Callable[[], T]) -> T:
         """``open_()`` until DuckDB stops refusing it for the file lock (jittered backoff, then a clear error)."""
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.01
@@ -131,9 +92,9 @@ class ResultsStore:
                 delay = min(delay * 2, self.max_backoff_s)
 
     @contextmanager
-    def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def write_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _process_lock(self.path):
+        with process_lock(self.path):
             con = self._connect(read_only=False)
             try:
                 self._migrate(con)
@@ -147,14 +108,12 @@ class ResultsStore:
 
         In spool mode: the file, read-only, with the pending spool units laid over it (read your writes)."""
         if self.spool_dir is not None:
-            from mpq_assets.store.spool import overlay_connection
-
             with overlay_connection(self) as con:
                 yield con
             return
         if not self.path.exists():
             self.initialise()
-        with _process_lock(self.path):
+        with process_lock(self.path):
             con = self._connect(read_only=True)
             try:
                 yield con
@@ -168,31 +127,23 @@ class ResultsStore:
             "(version INTEGER, name VARCHAR, applied_at TIMESTAMP DEFAULT current_timestamp)"
         )
         done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
-        pending = [(v, name) for v, name in _migrations() if v not in done]
+        pending = [(v, name) for v, name in migrations() if v not in done]
         if pending:
             con.execute("BEGIN TRANSACTION")
             try:
                 for version, name in pending:
-                    con.execute(_sql(name))
+                    con.execute(sql_text(name))
                     con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
                     log.info("applied migration %s to %s", name, self.path)
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
                 raise
-        con.execute(_sql("views.sql"))  # cheap, and keeps views in step with the code
-        if not self._columns:
-            for table in PARTITION_KEYS:
-                rows = con.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
-                    "ORDER BY ordinal_position",
-                    [table],
-                ).fetchall()
-                self._columns[table] = [r[0] for r in rows]
+        con.execute(sql_text("views.sql"))  # cheap, and keeps views in step with the code
 
     def initialise(self) -> None:
         """Create or migrate the schema now (writes are also migrated lazily)."""
-        with self._writer():
+        with self.write_connection():
             pass
 
     def schema_version(self) -> int:
@@ -200,7 +151,8 @@ class ResultsStore:
             return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0])
 
     # -- writes ------------------------------------------------------------------
-    def _prepare(self, table: str, keys: Mapping[str, Any], rows: pd.DataFrame) -> pd.DataFrame:
+    def prepare(self, table: str, keys: Mapping[str, Any], rows: pd.DataFrame) -> pd.DataFrame:
+        """``rows`` as one partition of ``table``: its key columns set, checked against the schema."""
         if table not in PARTITION_KEYS:
             raise StoreError(f"unknown table {table!r}; tables: {', '.join(PARTITION_KEYS)}")
         expected = PARTITION_KEYS[table]
@@ -211,9 +163,10 @@ class ResultsStore:
             if col in frame.columns and len(frame) and not (frame[col] == value).all():
                 raise StoreError(f"{table}: rows have {col} values other than the partition's {value!r}")
             frame[col] = value
-        unknown = [c for c in frame.columns if c not in self._columns[table]]
+        columns = [c for c, _ in schema_columns()[table]]
+        unknown = [c for c in frame.columns if c not in columns]
         if unknown:
-            raise StoreError(f"{table}: unknown columns {unknown}; columns are {self._columns[table]}")
+            raise StoreError(f"{table}: unknown columns {unknown}; columns are {columns}")
         return frame
 
     def replace_partitions(self, writes: Sequence[tuple[str, Mapping[str, Any], pd.DataFrame]]) -> int:
@@ -226,18 +179,14 @@ class ResultsStore:
         In spool mode the call becomes one Parquet unit in ``spool_dir`` (DuckDB is not opened) and the
         rows reach the file when ``merge_spool`` applies the unit, with these same semantics.
         """
+        prepared = [(t, k, self.prepare(t, k, r)) for t, k, r in writes]
         if self.spool_dir is not None:
-            from mpq_assets.store.spool import _ensure_columns, write_unit
-
-            _ensure_columns(self)
-            prepared = [(t, k, self._prepare(t, k, r)) for t, k, r in writes]
             write_unit(self.spool_dir, prepared)
             return sum(len(f) for _, _, f in prepared)
-        with self._writer() as con:
-            prepared = [(t, k, self._prepare(t, k, r)) for t, k, r in writes]
+        with self.write_connection() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                inserted = self._apply(con, prepared)
+                inserted = self.apply(con, prepared)
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
@@ -245,8 +194,8 @@ class ResultsStore:
         return inserted
 
     @staticmethod
-    def _apply(con: duckdb.DuckDBPyConnection, prepared: Sequence[tuple[str, Mapping[str, Any], pd.DataFrame]]
-               ) -> int:
+    def apply(con: duckdb.DuckDBPyConnection, prepared: Sequence[tuple[str, Mapping[str, Any], pd.DataFrame]]
+              ) -> int:
         """Delete each partition's rows and insert the new ones, inside the caller's transaction."""
         inserted = 0
         for i, (table, keys, frame) in enumerate(prepared):

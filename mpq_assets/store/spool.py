@@ -52,7 +52,6 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +60,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mpq_assets.store.results_store import PARTITION_KEYS, StoreError, _migrations, _process_lock, _sql
+from mpq_assets.store.schema import PARTITION_KEYS, StoreError, apply_migrations, process_lock, schema_columns, sql_text
 
 if TYPE_CHECKING:
     from mpq_assets.store.results_store import ResultsStore
@@ -132,34 +131,6 @@ class MergeSummary:
         if self.deferred:
             parts.append(f"{self.deferred} left for the next merge")
         return "; ".join(parts) + f" ({self.seconds:.1f}s)"
-
-
-# -- schema without the results file ------------------------------------------------
-def _apply_migrations(con: duckdb.DuckDBPyConnection) -> None:
-    """The code's schema into the connection's current database (no views, no log lines)."""
-    for _, name in _migrations():
-        con.execute(_sql(name))
-
-
-@cache
-def schema_columns() -> dict[str, tuple[tuple[str, str], ...]]:
-    """table -> ((column, DuckDB type), ...) as the migrations define them (an in-memory database)."""
-    con = duckdb.connect(":memory:")
-    try:
-        _apply_migrations(con)
-        rows = con.execute("SELECT table_name, column_name, data_type FROM duckdb_columns() "
-                           "WHERE database_name = current_database() ORDER BY table_name, column_index").fetchall()
-    finally:
-        con.close()
-    out: dict[str, list[tuple[str, str]]] = {}
-    for table, column, dtype in rows:
-        out.setdefault(table, []).append((column, dtype))
-    return {t: tuple(cols) for t, cols in out.items()}
-
-
-def _ensure_columns(store: ResultsStore) -> None:
-    if not store._columns:
-        store._columns = {t: [c for c, _ in cols] for t, cols in schema_columns().items() if t in PARTITION_KEYS}
 
 
 # -- writing units --------------------------------------------------------------------
@@ -247,6 +218,35 @@ def pending_units(spool_dir: str | Path) -> list[Path]:
                   if p.name.endswith(UNIT_SUFFIX) and not p.name.startswith(".") and p.is_file())
 
 
+def _unit_meta(path: Path, table: pa.Table) -> dict[str, str]:
+    """A unit's own metadata, after checking its format version, the name it was published under and its columns."""
+    raw_meta = table.schema.metadata or {}
+    meta = {k[len(_META_PREFIX):].decode(): v.decode() for k, v in raw_meta.items() if k.startswith(_META_PREFIX)}
+    if meta.get("format") != FORMAT_VERSION:
+        raise SpoolUnitError(f"spool format {meta.get('format')!r}, this code reads {FORMAT_VERSION!r}")
+    if meta.get("unit") != path.name:
+        raise SpoolUnitError(f"unit was published as {meta.get('unit')!r}")
+    if set(table.schema.names) != set(_UNIT_SCHEMA.names):
+        raise SpoolUnitError(f"columns {table.schema.names}, expected {_UNIT_SCHEMA.names}")
+    return meta
+
+
+def _parse_write(i: int, rec: dict[str, Any]) -> Write:
+    """Record ``i`` of a unit as a :class:`Write`, checked against its number, checksum, row count and the schema."""
+    if rec["write"] != i:
+        raise SpoolUnitError(f"write {i} is numbered {rec['write']}")
+    blob = rec["rows"] or b""
+    if hashlib.sha256(blob).hexdigest() != rec["sha256"]:
+        raise SpoolUnitError(f"write {i} ({rec['table']}): checksum mismatch")
+    frame = pq.read_table(io.BytesIO(blob)).to_pandas()
+    if len(frame) != rec["n_rows"]:
+        raise SpoolUnitError(f"write {i} ({rec['table']}): {len(frame)} rows, header says {rec['n_rows']}")
+    keys = json.loads(rec["keys"])
+    if rec["table"] not in PARTITION_KEYS or set(keys) != set(PARTITION_KEYS[rec["table"]]):
+        raise SpoolUnitError(f"write {i}: table {rec['table']!r} with keys {sorted(keys)} is not in the schema")
+    return Write(rec["table"], keys, frame)
+
+
 def read_unit(path: str | Path) -> Unit:
     """Parse and verify a unit; anything wrong raises :class:`SpoolUnitError` naming the unit."""
     path = Path(path)
@@ -254,28 +254,8 @@ def read_unit(path: str | Path) -> Unit:
         if not _UNIT_NAME.match(path.name):
             raise SpoolUnitError("not a unit name (<time_ns>-<uuid>-<label>.parquet)")
         table = pq.read_table(path)
-        raw_meta = table.schema.metadata or {}
-        meta = {k[len(_META_PREFIX):].decode(): v.decode() for k, v in raw_meta.items() if k.startswith(_META_PREFIX)}
-        if meta.get("format") != FORMAT_VERSION:
-            raise SpoolUnitError(f"spool format {meta.get('format')!r}, this code reads {FORMAT_VERSION!r}")
-        if meta.get("unit") != path.name:
-            raise SpoolUnitError(f"unit was published as {meta.get('unit')!r}")
-        if set(table.schema.names) != set(_UNIT_SCHEMA.names):
-            raise SpoolUnitError(f"columns {table.schema.names}, expected {_UNIT_SCHEMA.names}")
-        writes = []
-        for i, rec in enumerate(table.to_pylist()):
-            if rec["write"] != i:
-                raise SpoolUnitError(f"write {i} is numbered {rec['write']}")
-            blob = rec["rows"] or b""
-            if hashlib.sha256(blob).hexdigest() != rec["sha256"]:
-                raise SpoolUnitError(f"write {i} ({rec['table']}): checksum mismatch")
-            frame = pq.read_table(io.BytesIO(blob)).to_pandas()
-            if len(frame) != rec["n_rows"]:
-                raise SpoolUnitError(f"write {i} ({rec['table']}): {len(frame)} rows, header says {rec['n_rows']}")
-            keys = json.loads(rec["keys"])
-            if rec["table"] not in PARTITION_KEYS or set(keys) != set(PARTITION_KEYS[rec["table"]]):
-                raise SpoolUnitError(f"write {i}: table {rec['table']!r} with keys {sorted(keys)} is not in the schema")
-            writes.append(Write(rec["table"], keys, frame))
+        meta = _unit_meta(path, table)
+        writes = [_parse_write(i, rec) for i, rec in enumerate(table.to_pylist())]
         return Unit(path.name, tuple(writes), meta)
     except SpoolUnitError as exc:
         raise SpoolUnitError(f"{path.name}: {exc}") from None
@@ -359,13 +339,62 @@ def _publish_snapshot(db: Path, spool: Path) -> None:
     _fsync_dir(dest.parent)
 
 
-def _direct(store: ResultsStore) -> ResultsStore:
-    """A direct-mode store on the same file: the merger writes DuckDB itself."""
-    if store.spool_dir is None:
-        return store
-    from mpq_assets.store.results_store import ResultsStore
+def _over_budget(n: int, start: float, max_units: int | None, max_seconds: float | None) -> bool:
+    """Whether this merge call has used up its ``max_units`` / ``max_seconds`` before unit ``n``."""
+    return (max_units is not None and n >= max_units) or (
+        max_seconds is not None and time.monotonic() - start > max_seconds)
 
-    return ResultsStore(store.path, lock_timeout_s=store.lock_timeout_s, max_backoff_s=store.max_backoff_s)
+
+def _read_for_merge(path: Path, summary: MergeSummary) -> Unit | None:
+    """The unit at ``path``, or None: gone (another merger took it), or unreadable (quarantined and reported)."""
+    try:
+        return read_unit(path)
+    except FileNotFoundError:  # another merger took it: not ours to report
+        return None
+    except SpoolUnitError as exc:
+        log.error("spool unit skipped: %s", exc)
+        _quarantine(path, str(exc))
+        summary.failed.append((path.name, str(exc)))
+        return None
+
+
+def _apply_unit(writer: ResultsStore, con: duckdb.DuckDBPyConnection, unit: Unit) -> int:
+    """Apply one unit and record it in the ledger in ONE transaction (rolled back on any error); rows inserted."""
+    prepared = [(w.table, w.keys, writer.prepare(w.table, w.keys, w.rows)) for w in unit.writes]
+    con.execute("BEGIN TRANSACTION")
+    try:
+        inserted = writer.apply(con, prepared)
+        con.execute(f"INSERT INTO {LEDGER_TABLE} (unit, writes, rows, host) VALUES (?, ?, ?, ?)",
+                    [unit.name, len(unit.writes), inserted, unit.meta.get("host")])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return inserted
+
+
+def _merge_unit(writer: ResultsStore, con: duckdb.DuckDBPyConnection, path: Path, summary: MergeSummary) -> bool:
+    """Read and apply one pending unit, recording the outcome in ``summary``; whether it is committed (now or
+    before), i.e. may leave the pending set."""
+    unit = _read_for_merge(path, summary)
+    if unit is None:
+        return False
+    if _in_ledger(con, unit.name):  # committed before, the move did not happen (crash): just move
+        summary.already_applied.append(unit.name)
+        return True
+    try:
+        inserted = _apply_unit(writer, con, unit)
+    except _ENVIRONMENT_ERRORS:
+        raise
+    except (StoreError, duckdb.Error) as exc:  # the unit does not fit the table: report, go on
+        reason = f"{unit.name}: does not apply ({type(exc).__name__}: {exc})"
+        log.error("spool unit skipped: %s", reason)
+        _quarantine(path, reason)
+        summary.failed.append((unit.name, reason))
+        return False
+    summary.merged.append(unit.name)
+    summary.rows += inserted
+    return True
 
 
 def merge_spool(store: ResultsStore, spool_dir: str | Path | None = None, *, max_units: int | None = None,
@@ -385,50 +414,16 @@ def merge_spool(store: ResultsStore, spool_dir: str | Path | None = None, *, max
     paths = pending_units(spool)
     if not paths:
         return summary
-    writer = _direct(store)
+    writer = store.direct()
     done: list[Path] = []  # committed (now or by an earlier merge that stopped before moving them)
-    with writer._writer() as con:
+    with writer.write_connection() as con:
         _ensure_ledger(con)
         for n, path in enumerate(paths):
-            if (max_units is not None and n >= max_units) or (
-                    max_seconds is not None and time.monotonic() - start > max_seconds):
+            if _over_budget(n, start, max_units, max_seconds):
                 summary.deferred = len(paths) - n
                 break
-            try:
-                unit = read_unit(path)
-            except FileNotFoundError:  # another merger took it: not ours to report
-                continue
-            except SpoolUnitError as exc:
-                log.error("spool unit skipped: %s", exc)
-                _quarantine(path, str(exc))
-                summary.failed.append((path.name, str(exc)))
-                continue
-            if _in_ledger(con, unit.name):  # committed before, the move did not happen (crash): just move
+            if _merge_unit(writer, con, path, summary):
                 done.append(path)
-                summary.already_applied.append(unit.name)
-                continue
-            try:
-                prepared = [(w.table, w.keys, writer._prepare(w.table, w.keys, w.rows)) for w in unit.writes]
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    inserted = writer._apply(con, prepared)
-                    con.execute(f"INSERT INTO {LEDGER_TABLE} (unit, writes, rows, host) VALUES (?, ?, ?, ?)",
-                                [unit.name, len(unit.writes), inserted, unit.meta.get("host")])
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-            except _ENVIRONMENT_ERRORS:
-                raise
-            except (StoreError, duckdb.Error) as exc:  # the unit does not fit the table: report, go on
-                reason = f"{unit.name}: does not apply ({type(exc).__name__}: {exc})"
-                log.error("spool unit skipped: %s", reason)
-                _quarantine(path, reason)
-                summary.failed.append((unit.name, reason))
-                continue
-            done.append(path)
-            summary.merged.append(unit.name)
-            summary.rows += inserted
         if done and snapshot:
             con.execute("CHECKPOINT")  # the file alone now holds every commit; we keep the write lock while copying
             _publish_snapshot(writer.path, spool)
@@ -445,7 +440,7 @@ def _q(name: str) -> str:
 
 def _attach_read_only(store: ResultsStore, con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> None:
     quoted = str(path).replace("'", "''")
-    store._retry_on_lock(lambda: con.execute(f"ATTACH '{quoted}' AS {alias} (READ_ONLY)"))
+    store.retry_on_lock(lambda: con.execute(f"ATTACH '{quoted}' AS {alias} (READ_ONLY)"))
 
 
 def _read_source(store: ResultsStore) -> Path | None:
@@ -454,6 +449,86 @@ def _read_source(store: ResultsStore) -> Path | None:
     if snap.exists():
         return snap
     return store.path if store.path.exists() else None
+
+
+def _read_pending(spool_dir: Path) -> list[Unit]:
+    """The readable pending units, oldest first; gone or unreadable ones are left out of the read."""
+    units = []
+    for path in pending_units(spool_dir):
+        try:
+            units.append(_read_cached(path))
+        except FileNotFoundError:  # merged meanwhile: the file attached below already holds it
+            continue
+        except SpoolUnitError as exc:  # the merge will quarantine and report it
+            log.warning("spool unit not readable, left out of the read: %s", exc)
+    return units
+
+
+def _attach_source(store: ResultsStore, con: duckdb.DuckDBPyConnection, source: Path
+                   ) -> tuple[dict[str, set[str]], set[str]]:
+    """Attach ``source`` read-only as ``mpq_db``: its tables' columns, and the units its ledger holds."""
+    _attach_read_only(store, con, source, "mpq_db")
+    base_cols: dict[str, set[str]] = {}
+    for table, column in con.execute("SELECT table_name, column_name FROM duckdb_columns() "
+                                     "WHERE database_name = 'mpq_db' AND schema_name = 'main'").fetchall():
+        base_cols.setdefault(table, set()).add(column)
+    merged: set[str] = set()
+    if LEDGER_TABLE in base_cols:
+        merged = {r[0] for r in con.execute(f"SELECT unit FROM mpq_db.main.{LEDGER_TABLE}").fetchall()}
+    return base_cols, merged
+
+
+def _replay_units(store: ResultsStore, con: duckdb.DuckDBPyConnection, units: Sequence[Unit], merged: set[str]
+                  ) -> dict[str, set[tuple]]:
+    """Apply the units not in ``merged`` to the current database; table -> partition keys they touched."""
+    touched: dict[str, set[tuple]] = {}
+    for unit in units:
+        if unit.name in merged:
+            continue
+        prepared = [(w.table, w.keys, store.prepare(w.table, w.keys, w.rows)) for w in unit.writes]
+        store.apply(con, prepared)
+        for w in unit.writes:
+            touched.setdefault(w.table, set()).add(tuple(w.keys[c] for c in PARTITION_KEYS[w.table]))
+    return touched
+
+
+def _untouched_filter(con: duckdb.DuckDBPyConnection, table: str, touched: set[tuple]) -> str:
+    """A WHERE clause keeping the base rows (alias ``b``) of the partitions no pending unit replaced."""
+    keys = PARTITION_KEYS[table]
+    con.execute(f"CREATE TABLE mpq_spool.main._touched_{table} AS SELECT "
+                f"{', '.join(_q(k) for k in keys)} FROM mpq_spool.main.{_q(table)} LIMIT 0")
+    con.executemany(f"INSERT INTO mpq_spool.main._touched_{table} VALUES "
+                    f"({', '.join('?' for _ in keys)})", [list(k) for k in touched])
+    match = " AND ".join(f"k.{_q(k)} = b.{_q(k)}" for k in keys)
+    return f" WHERE NOT EXISTS (SELECT 1 FROM mpq_spool.main._touched_{table} k WHERE {match})"
+
+
+def _overlay_view(con: duckdb.DuckDBPyConnection, table: str, cols: tuple[tuple[str, str], ...],
+                  base_cols: dict[str, set[str]], touched: dict[str, set[tuple]]) -> None:
+    """The view ``table``: the replayed rows, plus the base file's rows of the partitions they do not replace
+    (columns the base file lacks read as NULL)."""
+    select = ", ".join(_q(c) for c, _ in cols)
+    parts = [f"SELECT {select} FROM mpq_spool.main.{_q(table)}"]
+    if table in base_cols:
+        have = base_cols[table]
+        base = ", ".join(f"b.{_q(c)}" if c in have else f"CAST(NULL AS {t}) AS {_q(c)}" for c, t in cols)
+        where = _untouched_filter(con, table, touched[table]) if touched.get(table) else ""
+        parts.insert(0, f"SELECT {base} FROM mpq_db.main.{_q(table)} b{where}")
+    con.execute(f"CREATE VIEW {_q(table)} AS {' UNION ALL '.join(parts)}")
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, columns: dict[str, tuple[tuple[str, str], ...]],
+                  base_cols: dict[str, set[str]], touched: dict[str, set[tuple]]) -> None:
+    """Every table of the schema as an overlay view, the base file's other tables as plain views, then the
+    documented views on top."""
+    for table, cols in columns.items():
+        _overlay_view(con, table, cols, base_cols, touched)
+    for table in sorted(set(base_cols) - set(columns)):  # schema_migrations, the ledger, ...
+        con.execute(f"CREATE VIEW {_q(table)} AS SELECT * FROM mpq_db.main.{_q(table)}")
+    if "schema_migrations" not in base_cols:
+        con.execute("CREATE VIEW schema_migrations AS SELECT * FROM (VALUES (0, 'none', NULL::TIMESTAMP)) "
+                    "t(version, name, applied_at) WHERE false")
+    con.execute(sql_text("views.sql"))
 
 
 @contextmanager
@@ -468,67 +543,24 @@ def overlay_connection(store: ResultsStore) -> Iterator[duckdb.DuckDBPyConnectio
     Units are read before the file is attached: a unit merged in between is in the file by then.
     """
     assert store.spool_dir is not None
-    _ensure_columns(store)
-    units = []
-    for path in pending_units(store.spool_dir):
-        try:
-            units.append(_read_cached(path))
-        except FileNotFoundError:  # merged meanwhile: the file attached below already holds it
-            continue
-        except SpoolUnitError as exc:  # the merge will quarantine and report it
-            log.warning("spool unit not readable, left out of the read: %s", exc)
+    units = _read_pending(store.spool_dir)
     columns = schema_columns()
     source = _read_source(store)
-    with _process_lock(store.path):
+    with process_lock(store.path):
         con = duckdb.connect(":memory:")
         try:
             con.execute("ATTACH ':memory:' AS mpq_spool")
             con.execute("USE mpq_spool")
-            _apply_migrations(con)
+            apply_migrations(con)
             con.execute("USE memory")
             base_cols: dict[str, set[str]] = {}
             merged: set[str] = set()
             if source is not None:
-                _attach_read_only(store, con, source, "mpq_db")
-                for table, column in con.execute("SELECT table_name, column_name FROM duckdb_columns() "
-                                                 "WHERE database_name = 'mpq_db' AND schema_name = 'main'"
-                                                 ).fetchall():
-                    base_cols.setdefault(table, set()).add(column)
-                if LEDGER_TABLE in base_cols:
-                    merged = {r[0] for r in con.execute(f"SELECT unit FROM mpq_db.main.{LEDGER_TABLE}").fetchall()}
-            touched: dict[str, set[tuple]] = {}
+                base_cols, merged = _attach_source(store, con, source)
             con.execute("USE mpq_spool")
-            for unit in units:
-                if unit.name in merged:
-                    continue
-                prepared = [(w.table, w.keys, store._prepare(w.table, w.keys, w.rows)) for w in unit.writes]
-                store._apply(con, prepared)
-                for w in unit.writes:
-                    touched.setdefault(w.table, set()).add(tuple(w.keys[c] for c in PARTITION_KEYS[w.table]))
+            touched = _replay_units(store, con, units, merged)
             con.execute("USE memory")
-            for table, cols in columns.items():
-                select = ", ".join(_q(c) for c, _ in cols)
-                parts = [f"SELECT {select} FROM mpq_spool.main.{_q(table)}"]
-                if table in base_cols:
-                    have = base_cols[table]
-                    base = ", ".join(f"b.{_q(c)}" if c in have else f"CAST(NULL AS {t}) AS {_q(c)}" for c, t in cols)
-                    where = ""
-                    if touched.get(table):
-                        keys = PARTITION_KEYS[table]
-                        con.execute(f"CREATE TABLE mpq_spool.main._touched_{table} AS SELECT "
-                                    f"{', '.join(_q(k) for k in keys)} FROM mpq_spool.main.{_q(table)} LIMIT 0")
-                        con.executemany(f"INSERT INTO mpq_spool.main._touched_{table} VALUES "
-                                        f"({', '.join('?' for _ in keys)})", [list(k) for k in touched[table]])
-                        match = " AND ".join(f"k.{_q(k)} = b.{_q(k)}" for k in keys)
-                        where = f" WHERE NOT EXISTS (SELECT 1 FROM mpq_spool.main._touched_{table} k WHERE {match})"
-                    parts.insert(0, f"SELECT {base} FROM mpq_db.main.{_q(table)} b{where}")
-                con.execute(f"CREATE VIEW {_q(table)} AS {' UNION ALL '.join(parts)}")
-            for table in sorted(set(base_cols) - set(columns)):  # schema_migrations, the ledger, ...
-                con.execute(f"CREATE VIEW {_q(table)} AS SELECT * FROM mpq_db.main.{_q(table)}")
-            if "schema_migrations" not in base_cols:
-                con.execute("CREATE VIEW schema_migrations AS SELECT * FROM (VALUES (0, 'none', NULL::TIMESTAMP)) "
-                            "t(version, name, applied_at) WHERE false")
-            con.execute(_sql("views.sql"))
+            _create_views(con, columns, base_cols, touched)
             yield con
         finally:
             con.close()

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from mpq_assets.codecs.base import Item, Modality
+from mpq_assets.media.item import Item, Modality
 from mpq_assets.weights import ModelNotAvailableError
 
 __all__ = ["ModelNotAvailableError", "Prediction", "Score", "Task", "TaskInfo", "same_length", "weighted_mean"]
@@ -51,6 +51,10 @@ class TaskInfo:
     label_metrics: tuple[str, ...]     # metrics from score_labels, e.g. ("top1", "top5")
     reference_metrics: tuple[str, ...]  # metrics from score_reference, e.g. ("agreement", "kl")
     higher_is_better: dict[str, bool] = field(default_factory=dict)
+    # what the prediction on an uncompressed item scores against itself (label-free measures: their reference)
+    self_scores: dict[str, float] = field(default_factory=dict)
+    # lower-is-better rates in [0, 1] whose complement 1 - rate is an accuracy (word accuracy from WER)
+    error_rates: tuple[str, ...] = ()
 
 
 class Task(ABC):

@@ -195,6 +195,7 @@ class ImageClassification(Task):
         label_metrics=("top1", "top5"),
         reference_metrics=("agreement", "kl"),
         higher_is_better={"top1": True, "top5": True, "auroc": True, "agreement": True, "kl": False},
+        self_scores={"agreement": 1.0},
     )
     top_k = 5
 
@@ -206,7 +207,8 @@ class ImageClassification(Task):
         if multi_label:
             self.info = TaskInfo(name="classification", modality="image", label_metrics=("auroc",),
                                  reference_metrics=("agreement", "kl"),
-                                 higher_is_better=type(self).info.higher_is_better)
+                                 higher_is_better=type(self).info.higher_is_better,
+                                 self_scores=type(self).info.self_scores)
 
     @property
     def model_id(self) -> str:

@@ -145,6 +145,7 @@ class SemanticSegmentation(Task):
         label_metrics=("miou", "pixel_accuracy"),
         reference_metrics=("miou_ref",),
         higher_is_better={"miou": True, "pixel_accuracy": True, "miou_ref": True},
+        self_scores={"miou_ref": 1.0},
     )
 
     def __init__(self, model: str = DEFAULT_MODEL, reduce_labels: bool | None = None,

@@ -88,7 +88,6 @@ from mpq_assets.weights import sha256_file
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "htdemucs"      # Hybrid Transformer Demucs (v4)
-PAPER_MODEL = "hdemucs_mmi"     # Hybrid Demucs (v3), the paper's separator
 HF_NAMESPACE = "adefossez"      # where demucs 4.1 publishes its safetensors bags
 _SIG = re.compile(r"^[A-Za-z0-9_.-]+$")
 

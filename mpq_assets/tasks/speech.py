@@ -298,6 +298,8 @@ class SpeechRecognition(Task):
         label_metrics=("wer", "cer", "wra"),
         reference_metrics=("wer_ref", "cer_ref"),
         higher_is_better={"wer": False, "cer": False, "wra": True, "wer_ref": False, "cer_ref": False},
+        self_scores={"wer_ref": 0.0, "cer_ref": 0.0},
+        error_rates=("wer", "cer", "wer_ref", "cer_ref"),
     )
 
     def __init__(self, model: str = DEFAULT_MODEL, beam_size: int = DEFAULT_BEAM_SIZE,

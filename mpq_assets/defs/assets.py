@@ -20,13 +20,17 @@ from dagster import (
 )
 
 from mpq_assets.analysis import png_markdown
-from mpq_assets.automation import analysis_condition, follow_condition, sweep_condition
+from mpq_assets.defs.automation import analysis_condition, follow_condition, sweep_condition
+from mpq_assets.defs.partitions import codec_bitrate_partitions, split_key
+from mpq_assets.defs.resources import MpqResource
 from mpq_assets.experiments import Experiment
-from mpq_assets.partitions import codec_bitrate_partitions, split_key
-from mpq_assets.pipeline import analyse, evaluate
+from mpq_assets.pipeline import analyse
+from mpq_assets.pipeline import predict as predict_step
+from mpq_assets.pipeline import quality as quality_step
+from mpq_assets.pipeline import scores as scores_step
 from mpq_assets.pipeline.compress import compress_partitions
 from mpq_assets.pipeline.ingest import ingest
-from mpq_assets.resources import MpqResource
+from mpq_assets.pipeline.step import StepSummary
 
 GPU_POOL = "gpu"
 ANALYSES = ("rate_curves", "correlations", "report")  # unpartitioned, computed over every partition
@@ -69,7 +73,7 @@ def _all_partitions(context: AssetExecutionContext, experiment: Experiment,
                                                                                               strict=True)}))
 
 
-def _summary_metadata(s: evaluate.StepSummary) -> dict[str, Any]:
+def _summary_metadata(s: StepSummary) -> dict[str, Any]:
     meta: dict[str, Any] = {"items": s.items, "errors": s.errors, "rows": s.rows, **s.means}
     if s.notes:
         meta["notes"] = MetadataValue.md("\n".join(f"- {n}" for n in s.notes))
@@ -127,7 +131,7 @@ def _experiment_assets(experiment: Experiment, gpu_op_tags: Mapping[str, Any] | 
                "reconstruction against its original.", **partitioned)
         def quality(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
             store, settings = mpq.store(), mpq.settings()
-            return _all_partitions(context, experiment, lambda parts: evaluate.quality_partitions(
+            return _all_partitions(context, experiment, lambda parts: quality_step.quality_partitions(
                 experiment, parts, store, settings, context.log), _summary_metadata)
 
         assets.append(quality)
@@ -139,21 +143,21 @@ def _experiment_assets(experiment: Experiment, gpu_op_tags: Mapping[str, Any] | 
                description=f"Task outputs ({task_names}) on the uncompressed items: the label-free reference.",
                **common)
         def reference_predictions(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
-            s = evaluate.reference_predictions(experiment, mpq.store(), mpq.settings(), context.log)
+            s = predict_step.reference_predictions(experiment, mpq.store(), mpq.settings(), context.log)
             return MaterializeResult(metadata=_summary_metadata(s))
 
         @asset(key=[name, "predictions"], deps=[compressed.key], **gpu,
                description=f"Task outputs ({task_names}) on each reconstruction.", **partitioned)
         def predictions(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
             store, settings = mpq.store(), mpq.settings()
-            return _all_partitions(context, experiment, lambda parts: evaluate.predictions_partitions(
+            return _all_partitions(context, experiment, lambda parts: predict_step.predictions_partitions(
                 experiment, parts, store, settings, context.log), _summary_metadata)
 
         @asset(key=[name, "task_scores"], deps=[predictions.key, reference_predictions.key],
                description="Task scores vs labels and label-free vs the reference predictions.", **partitioned)
         def task_scores(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
             store, settings = mpq.store(), mpq.settings()
-            return _all_partitions(context, experiment, lambda parts: evaluate.task_scores_partitions(
+            return _all_partitions(context, experiment, lambda parts: scores_step.task_scores_partitions(
                 experiment, parts, store, settings, context.log), _summary_metadata)
 
         assets += [reference_predictions, predictions, task_scores]

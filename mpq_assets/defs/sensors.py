@@ -1,20 +1,33 @@
-"""Keeps the dynamic codec partitions in step with the codec registry.
+"""The sensors: the codec registry sensor, which keeps the dynamic codec partitions in step with the
+codec registry, and the spool merge, which keeps DuckDB single-writer in spool mode.
 
-Partitions are added through ``SensorResult(dynamic_partitions_requests=...)``,
+Codec partitions are added through ``SensorResult(dynamic_partitions_requests=...)``,
 never by mutating the instance, so every change is visible in the sensor's
 history in the UI. A codec joins once it can run here: its libraries are
 installed and, for neural codecs, its weights are cached. A codec whose
 weights arrive later (``mpq models pull``) joins on the next tick, and the
 automation conditions then backfill its partitions.
+
+No ``from __future__ import annotations`` here: Dagster inspects the sensor functions' annotations.
 """
 
 from collections.abc import Callable
 
-from dagster import AddDynamicPartitionsRequest, DefaultSensorStatus, SensorEvaluationContext, SensorResult, sensor
+from dagster import (
+    AddDynamicPartitionsRequest,
+    DefaultSensorStatus,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
 from mpq_assets.codecs import codec_names, get_codec
-from mpq_assets.codecs.base import MODALITIES
-from mpq_assets.partitions import codec_partitions_name
+from mpq_assets.defs.partitions import codec_partitions_name
+from mpq_assets.defs.resources import MpqResource
+from mpq_assets.media.item import MODALITIES
+from mpq_assets.store.spool import merge_spool
 
 
 def not_ready_reason(name: str) -> str | None:
@@ -68,3 +81,32 @@ def codec_registry_sensor(context: SensorEvaluationContext) -> SensorResult:
     for r in requests:
         context.log.info("adding %s to %s", list(r.partition_keys), r.partitions_def_name)
     return SensorResult(dynamic_partitions_requests=requests)
+
+
+SPOOL_MERGE_SENSOR = "mpq_spool_merge"
+
+
+def spool_merge_sensor(name: str = SPOOL_MERGE_SENSOR, *, minimum_interval_seconds: int = 30,
+                       max_seconds: float = 40.0,
+                       default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING) -> SensorDefinition:
+    """A sensor that applies pending spool units to DuckDB on every tick (at most ``max_seconds`` of work per
+    tick, under Dagster's 60 s sensor timeout). Where spool mode is off (no ``MPQ_SPOOL_DIR`` / resource
+    ``spool_dir``) each tick is a cheap skip. The sensor requests no runs: it only merges, and the daemon
+    evaluates one tick at a time, so it is the one writer. Register it once per deployment; it uses the
+    ``mpq`` resource (``MpqResource``) to find the results file and the spool."""
+
+    @sensor(name=name, minimum_interval_seconds=minimum_interval_seconds, default_status=default_status,
+            description="Applies spooled result units (Parquet, written by workers in spool mode) to the DuckDB "
+                        "file, oldest first, one transaction per unit; failed units are named in the tick.")
+    def _merge(context: SensorEvaluationContext, mpq: MpqResource):
+        store = mpq.store()
+        if store.spool_dir is None:
+            return SkipReason("spool mode is off (MPQ_SPOOL_DIR unset): workers write DuckDB directly")
+        summary = merge_spool(store, max_seconds=max_seconds)
+        for unit, reason in summary.failed:
+            context.log.error(f"spool unit {unit} not merged, moved to {store.spool_dir / 'failed'}: {reason}")
+        if summary.merged or summary.already_applied:
+            context.log.info(summary.describe())
+        return SkipReason(summary.describe())
+
+    return _merge

@@ -11,7 +11,7 @@ from functools import cache
 from dagster import DynamicPartitionsDefinition, MultiPartitionsDefinition, StaticPartitionsDefinition
 
 from mpq_assets.codecs import RATIOS
-from mpq_assets.codecs.base import MODALITIES, Modality
+from mpq_assets.media.item import MODALITIES, Modality
 
 BITRATES = StaticPartitionsDefinition(list(RATIOS))
 

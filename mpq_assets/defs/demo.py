@@ -15,13 +15,12 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 from dagster import DagsterInstance, materialize
 
-from mpq_assets.assets import experiment_assets
-from mpq_assets.assets.factory import ANALYSES
 from mpq_assets.codecs import RATIOS, codec_names, get_codec
+from mpq_assets.defs.assets import ANALYSES, experiment_assets
+from mpq_assets.defs.partitions import codec_partitions_name, partition_key
+from mpq_assets.defs.resources import MpqResource
 from mpq_assets.experiments import EXPERIMENTS, Experiment
-from mpq_assets.partitions import codec_partitions_name, partition_key
 from mpq_assets.pipeline.analyse import point_summary, reference_scores, scores_table
-from mpq_assets.resources import MpqResource
 from mpq_assets.settings import load_settings
 from mpq_assets.store import ResultsStore
 
