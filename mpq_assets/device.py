@@ -8,8 +8,6 @@ from functools import cache
 
 import torch
 
-from mpq_assets.settings import load_settings
-
 
 @cache
 def _auto() -> str:
@@ -21,8 +19,9 @@ def _auto() -> str:
 
 
 def resolve_device(name: str | None = None) -> torch.device:
-    """``None`` reads MPQ_DEVICE; ``"auto"`` picks the best available; anything else is passed to torch."""
-    name = (name or load_settings().device or "auto").strip()
+    """``"auto"`` (or ``None``) picks the best available; anything else is passed to torch. Callers hand in
+    the deployment's ``Settings.device`` (``MPQ_DEVICE``)."""
+    name = (name or "auto").strip()
     device = torch.device(_auto() if name == "auto" else name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"MPQ_DEVICE={name} but CUDA is not available on this machine")
@@ -34,13 +33,13 @@ def default_batch_size(device: torch.device, cpu: int = 8, gpu: int = 64) -> int
     return gpu if device.type in ("cuda", "mps") else cpu
 
 
-def codec_batch_size(device: torch.device) -> int:
-    """Items per batched transform call of a neural codec: ``MPQ_CODEC_BATCH``, else 1 on CPU and 8 on a GPU.
+def codec_batch_size(device: torch.device, chosen: int | None = None) -> int:
+    """Items per batched transform call of a neural codec: ``chosen`` (``MPQ_CODEC_BATCH``), else 1 on CPU and
+    8 on a GPU.
 
     On CPU a batch is no faster than single items (docs/performance.md) and one item at a time gives
     each file bit for bit what encoding it alone gives; on a GPU batches keep the device busy.
     """
-    chosen = parse_codec_batch(load_settings().codec_batch)
     if chosen is not None:
         return chosen
     return 8 if device.type in ("cuda", "mps") else 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import util
 from pathlib import Path
 
-from mpq_assets.settings import load_settings
+from mpq_assets.settings import Settings, load_settings
 
 
 @dataclass(frozen=True)
@@ -67,18 +67,17 @@ def _demucs_files(name: str) -> list[Path]:
         return []
 
 
-def location(name: str) -> tuple[bool, str]:
-    """(cached?, where) for one model of the table."""
+def location(name: str, settings: Settings | None = None) -> tuple[bool, str]:
+    """(cached?, where) for one model of the table, in the caches the ``settings`` name."""
+    settings = settings or load_settings()
     entry = MODELS[name]
     if entry.kind == "hf":
         from huggingface_hub import try_to_load_from_cache
 
-        hit = try_to_load_from_cache(name, "config.json")
+        hit = try_to_load_from_cache(name, "config.json", cache_dir=str(settings.hf_hub_cache))
         return isinstance(hit, str), str(Path(hit).parent) if isinstance(hit, str) else "HuggingFace cache"
     if entry.kind == "whisper":
-        from mpq_assets.tasks.speech import whisper_cache_dir
-
-        path = whisper_cache_dir() / f"{name}.pt"
+        path = settings.whisper_cache / f"{name}.pt"
         return path.exists(), str(path)
     if entry.kind == "demucs":
         files = _demucs_files(name)
@@ -86,84 +85,85 @@ def location(name: str) -> tuple[bool, str]:
     if entry.kind == "compressai":
         from mpq_assets.codecs.neural_image import location as compressai_location
 
-        return compressai_location(name)
+        return compressai_location(name, settings)
     if entry.kind == "encodec":
         from mpq_assets.codecs.neural_audio import location as encodec_location
 
-        return encodec_location(name)
+        return encodec_location(name, settings)
     if entry.kind == "hific":
         from mpq_assets.codecs.hific_model import converted_path, find_checkpoint
 
         regime = name.split("-", 1)[1]
-        path = converted_path(regime)
-        return path.exists() or find_checkpoint(regime) is not None, str(path)
+        path = converted_path(regime, settings.models_dir)
+        return path.exists() or find_checkpoint(regime, settings.models_dir) is not None, str(path)
     if entry.kind == "converted":
-        path = load_settings().models_dir / "lpips" / f"{name.split('_')[1]}.safetensors"
+        from mpq_assets.quality.image import lpips_backbone_path
+
+        path = lpips_backbone_path(name.split("_")[1], settings.models_dir)
         return path.exists(), str(path)
     package = entry.source.split(" ")[0].replace("-", "_")
     return util.find_spec(package) is not None, entry.source
 
 
-def _pull_hf(name: str) -> str:
+def _pull_hf(name: str, settings: Settings) -> str:
     from huggingface_hub import snapshot_download
 
-    return snapshot_download(name)
+    return snapshot_download(name, cache_dir=str(settings.hf_hub_cache))
 
 
-def _pull_whisper(name: str) -> str:
+def _pull_whisper(name: str, settings: Settings) -> str:
     from mpq_assets.tasks.speech import pull_openai_whisper
 
     return str(pull_openai_whisper(name))
 
 
-def _pull_demucs(name: str) -> str:
+def _pull_demucs(name: str, settings: Settings) -> str:
     from mpq_assets.tasks.separation import pull_model
 
     pull_model(name)  # downloads into demucs' caches, then checks the files load safely
-    return location(name)[1]
+    return location(name, settings)[1]
 
 
-def _pull_converted(name: str) -> str:
+def _pull_converted(name: str, settings: Settings) -> str:
     from mpq_assets.quality.image import convert_lpips_backbone
 
-    return str(convert_lpips_backbone(name.split("_")[1]))
+    return str(convert_lpips_backbone(name.split("_")[1], settings.models_dir))
 
 
-def _pull_compressai(name: str) -> str:
+def _pull_compressai(name: str, settings: Settings) -> str:
     from mpq_assets.codecs.neural_image import pull as compressai_pull
 
-    compressai_pull(name)
-    return location(name)[1]
+    return compressai_pull(name, settings.compressai_weights)
 
 
-def _pull_hific(name: str) -> str:
+def _pull_hific(name: str, settings: Settings) -> str:
     from mpq_assets.codecs.hific_model import ensure_hific_weights
 
-    return str(ensure_hific_weights(name.split("-", 1)[1]))  # converts a placed .pt; no stable download URL
+    # converts a placed .pt; there is no stable download URL
+    return str(ensure_hific_weights(name.split("-", 1)[1], settings.models_dir))
 
 
-def _pull_encodec(name: str) -> str:
+def _pull_encodec(name: str, settings: Settings) -> str:
     from mpq_assets.codecs.neural_audio import pull as encodec_pull
 
-    encodec_pull(name)
-    return location(name)[1]
+    return encodec_pull(name, settings.encodec_weights)
 
 
-PULLERS: dict[str, Callable[[str], str]] = {
+PULLERS: dict[str, Callable[[str, Settings], str]] = {
     "encodec": _pull_encodec,
     "hific": _pull_hific,
     "compressai": _pull_compressai,
     "hf": _pull_hf, "whisper": _pull_whisper, "demucs": _pull_demucs, "converted": _pull_converted,
-    "shipped": lambda name: location(name)[1],
+    "shipped": lambda name, settings: location(name, settings)[1],
 }
 
 
-def pull(name: str) -> str:
+def pull(name: str, settings: Settings | None = None) -> str:
     """Fetch one model into its normal cache (network for hub models); returns where it is."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     try:
-        return PULLERS[MODELS[name].kind](name)
+        return PULLERS[MODELS[name].kind](name, settings or load_settings())
     except Exception as exc:
         raise RuntimeError(f"could not fetch {name}: {type(exc).__name__}: {exc}. Hub models need network "
                            "access; on an offline machine copy the cache folder shown by `mpq models` from a "

@@ -372,7 +372,8 @@ def test_the_deployment_device_and_batch_reach_the_codecs_that_take_them(monkeyp
     assert type(get_codec("jpeg", device="cuda", batch_size=3)) is Jpeg  # a codec without a model takes neither
     asked: list[tuple] = []
     monkeypatch.setattr(compress, "get_codec",
-                        lambda name, device=None, batch_size=None: asked.append((device, batch_size)) or Jpeg())
+                        lambda name, device=None, batch_size=None, settings=None: asked.append((device, batch_size))
+                        or Jpeg())
     settings = MpqResource(device="cpu", codec_batch=5).settings()
     compress.ready_codec(EXPERIMENTS["demo_images"], "jpeg", settings)
     assert asked == [("cpu", 5)]  # MpqResource(device=..., codec_batch=...) decides, not only the environment

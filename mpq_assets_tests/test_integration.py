@@ -14,8 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from dagster import AssetKey, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
 from mpq_assets.defs.assets import experiment_assets
 from mpq_assets.defs.partitions import partition_key
@@ -155,3 +156,45 @@ def test_mpq_query_cli_is_read_only_and_exports(materialised, capsys: pytest.Cap
 
     with pytest.raises(duckdb.Error, match="read-only"):
         main(["query", "DELETE FROM items", "--db", db])
+
+
+def test_a_deployment_home_holds_every_result_artifact_and_model(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``MpqResource(home=X)`` while the environment names another home: the database, the originals,
+    bitstreams, reconstructions, prediction arrays, the converted LPIPS backbone and the report all land
+    under X, including what the worker processes write; nothing lands under the environment's home."""
+    from mpq_assets.defs.demo import ensure_codec_partitions
+    from mpq_assets.experiments import Experiment, TaskSpec
+    from mpq_assets.media.image import write_image_png
+
+    elsewhere, home, folder = tmp_path / "env_home", tmp_path / "deployment", tmp_path / "photos"
+    monkeypatch.setenv("MPQ_HOME", str(elsewhere))
+    for var in ("MPQ_DB", "MPQ_ARTIFACTS", "MPQ_MODELS"):
+        monkeypatch.delenv(var, raising=False)
+    rng = np.random.default_rng(5)
+    for k in range(3):
+        write_image_png(folder / f"p{k}.png", rng.integers(0, 255, (64, 80, 3), dtype=np.uint8))
+    exp = Experiment("home_check", "image", "image_folder", {"root": str(folder)},
+                     tasks=(TaskSpec("classification", "classification", {"model": "efficientnet-lite0"}),),
+                     quality_metrics=("psnr", "lpips_alex"))
+    assets = experiment_assets(exp)
+    resources = {"mpq": MpqResource(home=str(home))}
+    with DagsterInstance.ephemeral() as instance:
+        assert materialize(assets, selection=[a.key for a in assets if a.partitions_def is None
+                                              and a.key.path[-1] in ("dataset", "reference_predictions")],
+                           instance=instance, resources=resources).success
+        ensure_codec_partitions(instance, exp, ["jpeg"])
+        assert materialize(assets, selection=[a.key for a in assets if a.partitions_def is not None],
+                           partition_key=partition_key("jpeg", "20x"), instance=instance, resources=resources).success
+        assert materialize(assets, selection=[a.key for a in assets if a.key.path[-1] == "report"],
+                           instance=instance, resources=resources).success
+    assert not elsewhere.exists(), sorted(str(p) for p in elsewhere.rglob("*"))
+    expected = ["mpq.duckdb", "artifacts/home_check/originals/p0.png",
+                "artifacts/home_check/compressed/jpeg/20x/p0.jpg",
+                "artifacts/home_check/compressed/jpeg/20x/decoded/p0.png",
+                "artifacts/home_check/predictions/classification/jpeg__20x.npz", "models/lpips/alex.safetensors",
+                "reports/home_check.html"]
+    assert [p for p in expected if not (home / p).is_file()] == []
+    rows = ResultsStore(home / "mpq.duckdb").query("SELECT metric, count(*) AS n FROM quality GROUP BY metric "
+                                                   "ORDER BY metric")
+    assert rows.values.tolist() == [["lpips_alex", 3], ["psnr", 3]]

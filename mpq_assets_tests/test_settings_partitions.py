@@ -28,6 +28,23 @@ def test_settings_defaults_and_overrides(tmp_path: Path) -> None:
     assert s.device == "cpu" and s.offline is True
 
 
+def test_settings_read_every_variable_the_package_uses(tmp_path: Path) -> None:
+    s = load_settings({"MPQ_WORKERS": "3", "MPQ_COMPRESSAI_WEIGHTS": str(tmp_path / "cai"),
+                       "MPQ_ENCODEC_WEIGHTS": str(tmp_path / "enc"), "MPQ_MUSDB_ROOT": str(tmp_path / "musdb"),
+                       "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert (s.workers, s.compressai_weights, s.encodec_weights, s.musdb_root) == (
+        "3", tmp_path / "cai", tmp_path / "enc", tmp_path / "musdb")
+    assert s.hub_offline and not s.offline and s.hf_hub_cache == tmp_path / "hf" / "hub"
+    assert s.hf_datasets_cache == tmp_path / "hf" / "datasets" and s.whisper_cache == tmp_path / "xdg" / "whisper"
+    # huggingface_hub's own rule: HF_HUB_CACHE over HF_HOME over $XDG_CACHE_HOME/huggingface
+    xdg = load_settings({"XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert xdg.hf_hub_cache == tmp_path / "xdg" / "huggingface" / "hub"
+    assert load_settings({"HF_HUB_CACHE": str(tmp_path / "c"), "HF_HOME": "x"}).hf_hub_cache == tmp_path / "c"
+    bare = load_settings({})
+    assert bare.workers is None and bare.compressai_weights is None and not bare.hub_offline
+    assert bare.musdb_root == REPO_ROOT / "data" / "musdb18hq"
+
+
 def test_partitions_are_codec_by_bitrate() -> None:
     for modality in ("image", "audio"):
         p = codec_bitrate_partitions(modality)
@@ -63,15 +80,16 @@ def test_codec_batch_size_follows_the_device_and_the_setting(monkeypatch) -> Non
     import torch
 
     from mpq_assets.codecs.batching import shape_batches
-    from mpq_assets.device import codec_batch_size
+    from mpq_assets.device import codec_batch_size, parse_codec_batch
 
     monkeypatch.delenv("MPQ_CODEC_BATCH", raising=False)
     assert codec_batch_size(torch.device("cpu")) == 1 and codec_batch_size(torch.device("cuda")) == 8
     monkeypatch.setenv("MPQ_CODEC_BATCH", "3")
-    assert codec_batch_size(torch.device("cpu")) == 3
+    chosen = parse_codec_batch(load_settings().codec_batch)
+    assert codec_batch_size(torch.device("cpu"), chosen) == 3 == codec_batch_size(torch.device("cuda"), chosen)
     monkeypatch.setenv("MPQ_CODEC_BATCH", "zero")
     with pytest.raises(ValueError, match="MPQ_CODEC_BATCH='zero' must be a whole number >= 1"):
-        codec_batch_size(torch.device("cpu"))
+        parse_codec_batch(load_settings().codec_batch)
     assert shape_batches(["a", "b", "a", "a", "b"], 2) == [[0, 2], [3], [1, 4]]
     with pytest.raises(ValueError, match="batch_size"):
         shape_batches(["a"], 0)

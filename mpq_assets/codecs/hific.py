@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from mpq_assets.codecs.base import Codec, CodecError, Encoded, Item, Modality
+from mpq_assets.settings import Settings, load_settings
 from mpq_assets.weights import ModelNotAvailableError
 
 if TYPE_CHECKING:
@@ -155,10 +156,14 @@ class HiFiC(Codec):
                    "mean-scale hyperprior coded with CompressAI rANS; our .mpqc container")
     regimes: ClassVar[tuple[str, ...]] = HIFIC_REGIMES
 
-    def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None) -> None:
-        """``batch_size``: images per batched encoder / generator call (default: by device, module docstring)."""
+    def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None,
+                 settings: Settings | None = None) -> None:
+        """``batch_size``: images per batched encoder / generator call (default: by device, module docstring).
+        ``settings``: the deployment's (the step's: its model folder and device); without them, the
+        environment's."""
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.settings = settings or load_settings()
         self._device = device
         self._batch_size = batch_size
         self._regimes: tuple[str, ...] = tuple(self.regimes)
@@ -182,17 +187,22 @@ class HiFiC(Codec):
     def weights_missing(self) -> str | None:
         if self._injected:
             return None
-        return _model_module().missing_weights_message(self._regimes)
+        return _model_module().missing_weights_message(self._regimes, self.settings.models_dir)
 
     @property
     def batch_size(self) -> int:
         if self._batch_size is not None:
             return self._batch_size
-        from mpq_assets.device import codec_batch_size, resolve_device
+        from mpq_assets.device import codec_batch_size, parse_codec_batch, resolve_device
 
+        chosen = parse_codec_batch(self.settings.codec_batch)
         if self._coders:  # the device the models are on (from_models keeps theirs)
-            return codec_batch_size(next(iter(self._coders.values())).device)
-        return codec_batch_size(resolve_device(None if self._device is None else str(self._device)))
+            return codec_batch_size(next(iter(self._coders.values())).device, chosen)
+        return codec_batch_size(resolve_device(self._device_name), chosen)
+
+    @property
+    def _device_name(self) -> str:
+        return self.settings.device if self._device is None else str(self._device)
 
     @property
     def batched(self) -> bool:  # type: ignore[override]
@@ -214,8 +224,9 @@ class HiFiC(Codec):
             from mpq_assets.device import resolve_device
 
             hm = _model_module()
-            path = hm.ensure_hific_weights(regime)  # ModelNotAvailableError with instructions if absent
-            self._coders[regime] = hm.HiFiCCoder(hm.load_hific_model(path, resolve_device(self._device)))
+            # ModelNotAvailableError with instructions if absent
+            path = hm.ensure_hific_weights(regime, self.settings.models_dir)
+            self._coders[regime] = hm.HiFiCCoder(hm.load_hific_model(path, resolve_device(self._device_name)))
         return self._coders[regime]
 
     def encode_to_budget(self, item: Item, budget_bytes: int) -> Encoded:

@@ -512,24 +512,25 @@ class HiFiCCoder:
 # ----------------------------------------------------------------------------- weights
 
 
-def hific_dir() -> Path:
-    return load_settings().models_dir / "hific"
+def hific_dir(models_dir: Path | None = None) -> Path:
+    """``<models>/hific``: the settings' model folder (``MPQ_MODELS``), given by the codec that asks."""
+    return (models_dir if models_dir is not None else load_settings().models_dir) / "hific"
 
 
-def converted_path(regime: str) -> Path:
+def converted_path(regime: str, models_dir: Path | None = None) -> Path:
     """Where the one-time safetensors conversion of ``regime`` lives: ``$MPQ_MODELS/hific/<regime>.safetensors``."""
     _check_regime(regime)
-    return hific_dir() / f"{regime}.safetensors"
+    return hific_dir(models_dir) / f"{regime}.safetensors"
 
 
-def checkpoint_paths(regime: str) -> list[Path]:
+def checkpoint_paths(regime: str, models_dir: Path | None = None) -> list[Path]:
     """Where a downloaded public checkpoint is looked for (``$MPQ_MODELS/hific/hific_low.pt`` ...)."""
     _check_regime(regime)
-    return [hific_dir() / name for name in CHECKPOINT_NAMES[regime]]
+    return [hific_dir(models_dir) / name for name in CHECKPOINT_NAMES[regime]]
 
 
-def find_checkpoint(regime: str) -> Path | None:
-    return next((p for p in checkpoint_paths(regime) if p.is_file()), None)
+def find_checkpoint(regime: str, models_dir: Path | None = None) -> Path | None:
+    return next((p for p in checkpoint_paths(regime, models_dir) if p.is_file()), None)
 
 
 def _check_regime(regime: str) -> None:
@@ -537,29 +538,31 @@ def _check_regime(regime: str) -> None:
         raise ValueError(f"unknown HiFiC regime {regime!r}; known: {', '.join(HIFIC_REGIMES)}")
 
 
-def missing_weights_message(regimes: tuple[str, ...] = HIFIC_REGIMES) -> str | None:
+def missing_weights_message(regimes: tuple[str, ...] = HIFIC_REGIMES, models_dir: Path | None = None) -> str | None:
     """None when every regime has converted weights or a public checkpoint to convert; else how to get them."""
-    missing = [r for r in regimes if not converted_path(r).is_file() and find_checkpoint(r) is None]
+    missing = [r for r in regimes if not converted_path(r, models_dir).is_file()
+               and find_checkpoint(r, models_dir) is None]
     if not missing:
         return None
-    wanted = ", ".join(str(checkpoint_paths(r)[0]) for r in missing)
+    wanted = ", ".join(str(checkpoint_paths(r, models_dir)[0]) for r in missing)
     return (
         f"HiFiC weights missing for {', '.join(missing)}: put the public PyTorch checkpoints at {wanted} "
         f"(hific_low.pt / hific_med.pt / hific_hi.pt, ~2 GB each, from {SOURCE_URL}: Google Drive links, also "
         f"Zenodo {ZENODO_URL}). `mpq models pull` cannot download them (Google Drive has no stable direct URL "
         "and this machine may have no network); once a .pt file is in place it is converted once to "
-        f"{hific_dir()}/<regime>.safetensors on first use (or by `mpq models pull hific-<regime>`)."
+        f"{hific_dir(models_dir)}/<regime>.safetensors on first use (or by `mpq models pull hific-<regime>`)."
     )
 
 
-def ensure_hific_weights(regime: str) -> Path:
+def ensure_hific_weights(regime: str, models_dir: Path | None = None) -> Path:
     """The converted safetensors for ``regime``, converting a downloaded checkpoint once if needed."""
-    target = converted_path(regime)
+    target = converted_path(regime, models_dir)
     if target.is_file():
         return target
-    source = find_checkpoint(regime)
+    source = find_checkpoint(regime, models_dir)
     if source is None:
-        raise ModelNotAvailableError(missing_weights_message((regime,)) or f"HiFiC {regime} weights missing")
+        reason = missing_weights_message((regime,), models_dir) or f"HiFiC {regime} weights missing"
+        raise ModelNotAvailableError(reason)
     return convert_hific_checkpoint(source, target, regime=regime)
 
 

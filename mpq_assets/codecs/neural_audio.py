@@ -71,7 +71,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import struct
 import threading
 import warnings
@@ -87,6 +86,7 @@ from mpq_assets.codecs.audio_av import as_audio
 from mpq_assets.codecs.base import Codec, CodecError, Encoded, Item, Modality
 from mpq_assets.codecs.batching import shape_batches
 from mpq_assets.media.audio import Audio, remix, resample
+from mpq_assets.settings import Settings, load_settings
 from mpq_assets.weights import ModelNotAvailableError, sha256_file
 
 if TYPE_CHECKING:
@@ -127,20 +127,19 @@ def _spec(name: str) -> EncodecSpec:
 
 # ------------------------------------------------------------- where weights live
 
-def checkpoint_dir() -> Path:
-    """Where the checkpoints are read: ``$MPQ_ENCODEC_WEIGHTS``, else the torch hub cache encodec downloads into
-    (``$TORCH_HOME/hub/checkpoints``)."""
+def checkpoint_dir(folder: Path | None = None) -> Path:
+    """Where the checkpoints are read: ``folder`` (the settings' ``MPQ_ENCODEC_WEIGHTS``), else the torch hub
+    cache encodec downloads into (``$TORCH_HOME/hub/checkpoints``)."""
     import torch.hub
 
-    chosen = os.environ.get(WEIGHTS_ENV, "").strip()
-    return Path(chosen).expanduser() if chosen else Path(torch.hub.get_dir()) / "checkpoints"
+    return Path(folder).expanduser() if folder else Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def checkpoint_paths(name: str, lm: bool = False) -> list[Path]:
+def checkpoint_paths(name: str, lm: bool = False, folder: Path | None = None) -> list[Path]:
     """Where the checkpoint files of ``name`` (``encodec-24khz`` / ``encodec-48khz``) are expected."""
     spec = _spec(name)
     files = [spec.checkpoint] + ([spec.lm_checkpoint] if lm else [])
-    return [checkpoint_dir() / f for f in files]
+    return [checkpoint_dir(folder) / f for f in files]
 
 
 def checkpoint_urls(name: str, lm: bool = False) -> list[str]:
@@ -149,21 +148,21 @@ def checkpoint_urls(name: str, lm: bool = False) -> list[str]:
     return [ROOT_URL + f for f in files]
 
 
-def location(name: str) -> tuple[bool, str]:
+def location(name: str, settings: Settings | None = None) -> tuple[bool, str]:
     """(model checkpoint present?, the folder it belongs in): the ``mpq models`` listing for ``name``."""
-    path = checkpoint_paths(name)[0]
+    path = checkpoint_paths(name, folder=(settings or load_settings()).encodec_weights)[0]
     return path.is_file(), str(path.parent)
 
 
-def missing_weights(name: str, lm: bool = False) -> str | None:
+def missing_weights(name: str, lm: bool = False, folder: Path | None = None) -> str | None:
     """One line saying which files are missing and how to get them; None if all are there."""
-    missing = [p for p in checkpoint_paths(name, lm) if not p.is_file()]
+    missing = [p for p in checkpoint_paths(name, lm, folder) if not p.is_file()]
     if not missing:
         return None
     what = "EnCodec 24 kHz" if name == "encodec-24khz" else "EnCodec 48 kHz"
     return (f"{what} weights are not here: {', '.join(map(str, missing))} missing. Run `mpq models pull {name}` "
             f"(needs network; fetches {', '.join(ROOT_URL + p.name for p in missing)}), or copy the file(s) into "
-            f"{checkpoint_dir()} (the torch hub cache, $TORCH_HOME/hub/checkpoints, or ${WEIGHTS_ENV}).")
+            f"{checkpoint_dir(folder)} (the torch hub cache, $TORCH_HOME/hub/checkpoints, or ${WEIGHTS_ENV}).")
 
 
 def _sha256_prefix_ok(path: Path) -> bool:
@@ -223,27 +222,28 @@ def attach_lm(model: EncodecModel, get_lm: Callable[[], LMModel]) -> EncodecMode
     return model
 
 
-def load_model(name: str) -> EncodecModel:
-    """The pretrained model from the torch hub cache, loaded safely (on CPU); ModelNotAvailableError if missing."""
-    reason = missing_weights(name)
+def load_model(name: str, folder: Path | None = None) -> EncodecModel:
+    """The pretrained model from the torch hub cache (or ``folder``), loaded safely (on CPU);
+    ModelNotAvailableError if missing."""
+    reason = missing_weights(name, folder=folder)
     if reason:
         raise ModelNotAvailableError(reason)
     model = build_model(name)
-    state = _load_state(checkpoint_paths(name)[0])
+    path = checkpoint_paths(name, folder=folder)[0]
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(_load_state(path))
     except RuntimeError as exc:
-        raise ModelNotAvailableError(f"{checkpoint_paths(name)[0]} does not fit the {name} model: {exc}") from exc
+        raise ModelNotAvailableError(f"{path} does not fit the {name} model: {exc}") from exc
     return model.eval()
 
 
-def load_lm(name: str, model: EncodecModel) -> LMModel:
+def load_lm(name: str, model: EncodecModel, folder: Path | None = None) -> LMModel:
     """The pretrained LM of ``name``, loaded safely onto ``model``'s device."""
-    reason = missing_weights(name, lm=True)
+    reason = missing_weights(name, lm=True, folder=folder)
     if reason:
         raise ModelNotAvailableError(reason)
     lm = build_lm(model)
-    path = checkpoint_paths(name, lm=True)[1]
+    path = checkpoint_paths(name, lm=True, folder=folder)[1]
     try:
         lm.load_state_dict(_load_state(path))
     except RuntimeError as exc:
@@ -251,7 +251,7 @@ def load_lm(name: str, model: EncodecModel) -> LMModel:
     return lm.to(next(model.parameters()).device).eval()
 
 
-def pull(name: str) -> str:
+def pull(name: str, folder: Path | None = None) -> str:
     """Download ``name``'s model and LM checkpoints (network) into :func:`checkpoint_dir`; returns that folder.
 
     ``download_url_to_file`` checks the sha256 prefix in the file name before moving the file into place;
@@ -259,7 +259,7 @@ def pull(name: str) -> str:
     """
     import torch.hub
 
-    paths = checkpoint_paths(name, lm=True)
+    paths = checkpoint_paths(name, lm=True, folder=folder)
     for url, path in zip(checkpoint_urls(name, lm=True), paths, strict=True):
         if not (path.is_file() and _sha256_prefix_ok(path)):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -279,17 +279,17 @@ def _no_lm() -> LMModel:
     raise ModelNotAvailableError("this EnCodec model has no entropy-coding LM (use a codec without -lm)")
 
 
-def cached_model(name: str, device: torch.device) -> EncodecModel:
+def cached_model(name: str, device: torch.device, folder: Path | None = None) -> EncodecModel:
     """The pretrained model of ``name`` on ``device``, loaded once per process (its LM loads on first use)."""
-    key = (name, str(device), str(checkpoint_dir()))
+    key = (name, str(device), str(checkpoint_dir(folder)))
     with _CACHE_LOCK:
         if key not in _CACHE:
-            model = load_model(name).to(device)
+            model = load_model(name, folder).to(device)
 
             def get_lm() -> LMModel:
                 with _CACHE_LOCK:
                     if key not in _LMS:
-                        _LMS[key] = load_lm(name, model)
+                        _LMS[key] = load_lm(name, model, folder)
                     return _LMS[key]
 
             _CACHE[key] = attach_lm(model, get_lm)
@@ -517,11 +517,14 @@ class _Encodec(Codec):
     model_key: ClassVar[str]
     use_lm: ClassVar[bool] = False
 
-    def __init__(self, device: str | None = None, batch_size: int | None = None) -> None:
-        """``batch_size``: segments per batched encoder / decoder call (default: by device, module docstring)."""
+    def __init__(self, device: str | None = None, batch_size: int | None = None,
+                 settings: Settings | None = None) -> None:
+        """``batch_size``: segments per batched encoder / decoder call (default: by device, module docstring).
+        ``settings``: the deployment's (the step's); without them, the environment's."""
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self._device_name = device
+        self.settings = settings or load_settings()
+        self._device_name = device or self.settings.device
         self._batch_size = batch_size
         self._model: EncodecModel | None = None
 
@@ -544,11 +547,12 @@ class _Encodec(Codec):
     def batch_size(self) -> int:
         if self._batch_size is not None:
             return self._batch_size
-        from mpq_assets.device import codec_batch_size, resolve_device
+        from mpq_assets.device import codec_batch_size, parse_codec_batch, resolve_device
 
+        chosen = parse_codec_batch(self.settings.codec_batch)
         if self._model is not None:
-            return codec_batch_size(next(self._model.parameters()).device)
-        return codec_batch_size(resolve_device(self._device_name))
+            return codec_batch_size(next(self._model.parameters()).device, chosen)
+        return codec_batch_size(resolve_device(self._device_name), chosen)
 
     @property
     def batched(self) -> bool:  # type: ignore[override]
@@ -559,7 +563,7 @@ class _Encodec(Codec):
     def weights_missing(self) -> str | None:
         if self._model is not None:
             return None
-        return missing_weights(self.model_key, lm=self.use_lm)
+        return missing_weights(self.model_key, lm=self.use_lm, folder=self.settings.encodec_weights)
 
     def model(self) -> EncodecModel:
         """The model (loaded once per process and device); ModelNotAvailableError without its weights."""
@@ -569,7 +573,8 @@ class _Encodec(Codec):
             reason = self.weights_missing()
             if reason:
                 raise ModelNotAvailableError(reason)
-            self._model = cached_model(self.model_key, resolve_device(self._device_name))
+            self._model = cached_model(self.model_key, resolve_device(self._device_name),
+                                       self.settings.encodec_weights)
         return self._model
 
     # -- audio <-> model format

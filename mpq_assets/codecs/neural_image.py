@@ -108,7 +108,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from mpq_assets.codecs.base import Codec, CodecError, Encoded, Modality
-from mpq_assets.settings import load_settings
+from mpq_assets.settings import Settings, load_settings
 from mpq_assets.weights import ModelNotAvailableError, sha256_file
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,9 @@ def hub_checkpoint_dir() -> Path:
 
 
 def weights_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """The folder checkpoints are read from: ``override``, else ``$MPQ_COMPRESSAI_WEIGHTS``, else the hub cache."""
-    chosen = override or os.environ.get(WEIGHTS_ENV, "").strip()
-    return Path(chosen).expanduser() if chosen else hub_checkpoint_dir()
+    """The folder checkpoints are read from: ``override`` (a codec's folder, ``MPQ_COMPRESSAI_WEIGHTS``), else
+    the hub cache."""
+    return Path(override).expanduser() if override else hub_checkpoint_dir()
 
 
 def checkpoint_paths(name: str, directory: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -171,9 +171,9 @@ def checkpoint_paths(name: str, directory: str | os.PathLike[str] | None = None)
     return [folder / checkpoint_filename(name, q) for q in _arch(name)[1]]
 
 
-def location(name: str) -> tuple[bool, str]:
+def location(name: str, settings: Settings) -> tuple[bool, str]:
     """(all checkpoints present?, the folder they belong in): the ``mpq models`` listing for ``name``."""
-    paths = checkpoint_paths(name)
+    paths = checkpoint_paths(name, settings.compressai_weights)
     return all(p.is_file() for p in paths), str(paths[0].parent)
 
 
@@ -251,7 +251,7 @@ def load_checkpoint(name: str, quality: int, path: Path) -> Any:
     return model
 
 
-def _cached_model(name: str, quality: int, folder: Path, device: Any) -> Any:
+def _cached_model(name: str, quality: int, folder: Path, device: Any, offline: bool) -> Any:
     """The process-wide model for (name, quality, device, folder), loaded (or downloaded) once."""
     path = folder / checkpoint_filename(name, quality)
     key = (name, quality, str(device), str(path))
@@ -259,7 +259,7 @@ def _cached_model(name: str, quality: int, folder: Path, device: Any) -> Any:
         if key in _CACHE:
             return _CACHE[key]
         if not path.is_file():
-            if folder != hub_checkpoint_dir() or load_settings().offline:
+            if folder != hub_checkpoint_dir() or offline:
                 why = "downloads are off (MPQ_OFFLINE)" if folder == hub_checkpoint_dir() else f"{WEIGHTS_ENV} is set"
                 raise ModelNotAvailableError(
                     f"{name} q={quality}: the checkpoint {path} is missing and {why}.\n{_how_to_get(name, folder)}")
@@ -364,13 +364,18 @@ class NeuralImageCodec(Codec):
     extension: ClassVar[str] = ".mpqc"
 
     def __init__(self, weights_dir: str | os.PathLike[str] | None = None, device: Any = None,
-                 on_device_mismatch: Literal["error", "warn"] = "error", batch_size: int | None = None) -> None:
-        """Real weights from ``weights_dir`` (default: ``$MPQ_COMPRESSAI_WEIGHTS``, else the torch hub cache).
+                 on_device_mismatch: Literal["error", "warn"] = "error", batch_size: int | None = None,
+                 settings: Settings | None = None) -> None:
+        """Real weights from ``weights_dir`` (default: the settings' ``MPQ_COMPRESSAI_WEIGHTS``, else the torch
+        hub cache).
 
         ``batch_size``: images per batched ``g_a`` / ``g_s`` call (default ``MPQ_CODEC_BATCH``, else 1 on CPU
-        and 8 on a GPU; module docstring, "Batching").
+        and 8 on a GPU; module docstring, "Batching"). ``settings``: the deployment's (the step's); without
+        them, the environment's.
         """
-        self._weights_dir = Path(weights_dir).expanduser() if weights_dir else None
+        self.settings = settings or load_settings()
+        chosen = weights_dir or self.settings.compressai_weights
+        self._weights_dir = Path(chosen).expanduser() if chosen else None
         self._device = device
         self._models: dict[int, Any] | None = None  # set by from_model only
         if on_device_mismatch not in ("error", "warn"):
@@ -420,13 +425,15 @@ class NeuralImageCodec(Codec):
     def device(self) -> Any:
         from mpq_assets.device import resolve_device
 
-        return resolve_device(None if self._device is None else str(self._device))
+        return resolve_device(self.settings.device if self._device is None else str(self._device))
 
     @property
     def batch_size(self) -> int:
-        from mpq_assets.device import codec_batch_size
+        from mpq_assets.device import codec_batch_size, parse_codec_batch
 
-        return self._batch_size if self._batch_size is not None else codec_batch_size(self.device)
+        if self._batch_size is not None:
+            return self._batch_size
+        return codec_batch_size(self.device, parse_codec_batch(self.settings.codec_batch))
 
     @property
     def batched(self) -> bool:  # type: ignore[override]
@@ -456,7 +463,7 @@ class NeuralImageCodec(Codec):
             raise CodecError(f"{self.name} has no quality {quality}; qualities: {list(self.qualities)}")
         if self._models is not None:
             return self._models[quality]
-        return _cached_model(self.name, quality, self.folder, self.device)
+        return _cached_model(self.name, quality, self.folder, self.device, self.settings.offline)
 
     def ladder(self, item: np.ndarray) -> Sequence[int]:
         return list(self.qualities)

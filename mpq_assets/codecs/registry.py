@@ -19,6 +19,8 @@ from mpq_assets.codecs.hific import HiFiC, HiFiCLo
 from mpq_assets.codecs.image_pillow import Avif, Jpeg, JpegXl, WebP
 from mpq_assets.codecs.neural_audio import Encodec24, Encodec24Lm, Encodec48, Encodec48Lm
 from mpq_assets.codecs.neural_image import Cheng2020Anchor, Mbt2018
+from mpq_assets.construct import build
+from mpq_assets.settings import Settings
 
 ENTRY_POINT_GROUP = "mpq.codecs"
 log = logging.getLogger(__name__)
@@ -74,18 +76,15 @@ def codec_names(modality: Modality | None = None) -> list[str]:
     return list(codec_classes(modality))
 
 
-def get_codec(name: str, device: str | None = None, batch_size: int | None = None) -> Codec:
+def get_codec(name: str, device: str | None = None, batch_size: int | None = None,
+              settings: Settings | None = None) -> Codec:
     """Instantiate a codec by name, with an error listing the known names.
 
-    ``device`` and ``batch_size`` (a deployment's ``MpqResource``) go to the codecs whose constructor takes
-    them (the neural codecs); None leaves those on ``MPQ_DEVICE`` / ``MPQ_CODEC_BATCH``.
+    ``device``, ``batch_size`` and ``settings`` (a deployment's ``MpqResource``, handed in by the step) go to
+    the codecs whose constructor takes them (the neural codecs: where their weights are, which device and
+    batch size by default); None leaves those to the environment.
     """
-    import inspect
-
     table = codec_classes()
     if name not in table:
         raise KeyError(f"unknown codec {name!r}; known codecs: {', '.join(table) or 'none'}")
-    cls = table[name]
-    accepted = inspect.signature(cls).parameters
-    options = {k: v for k, v in (("device", device), ("batch_size", batch_size)) if v is not None and k in accepted}
-    return cls(**options)
+    return build(table[name], device=device, batch_size=batch_size, settings=settings)

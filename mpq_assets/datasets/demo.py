@@ -24,7 +24,7 @@ from mpq_assets.datasets.base import Dataset, ItemSource, check_item_id
 from mpq_assets.media.audio import load_audio
 from mpq_assets.media.image import load_image, to_rgb8
 from mpq_assets.media.item import Modality
-from mpq_assets.settings import load_settings
+from mpq_assets.settings import Settings, load_settings
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
@@ -85,8 +85,8 @@ class DemoSpeech(Dataset):
 
     modality: ClassVar[Modality] = "audio"
 
-    def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root else load_settings().demo_data_dir / "demo_speech"
+    def __init__(self, root: str | Path | None = None, settings: Settings | None = None) -> None:
+        self.root = Path(root) if root else (settings or load_settings()).demo_data_dir / "demo_speech"
 
     def items(self) -> Iterator[ItemSource]:
         table = self.root / "transcripts.csv"
@@ -111,8 +111,8 @@ class DemoMusic(Dataset):
     modality: ClassVar[Modality] = "audio"
     stems: ClassVar[tuple[str, ...]] = ("soprano", "alto", "tenor", "bass")
 
-    def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root else load_settings().demo_data_dir / "demo_music"
+    def __init__(self, root: str | Path | None = None, settings: Settings | None = None) -> None:
+        self.root = Path(root) if root else (settings or load_settings()).demo_data_dir / "demo_music"
 
     def items(self) -> Iterator[ItemSource]:
         table = self.root / "tracks.csv"

@@ -16,6 +16,7 @@ from mpq_assets.datasets.base import Dataset, ItemSource, item_id_from_name
 from mpq_assets.media.audio import load_audio
 from mpq_assets.media.image import load_image
 from mpq_assets.media.item import Modality
+from mpq_assets.settings import Settings, load_settings
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aiff", ".aif"}
@@ -146,3 +147,13 @@ class StemsFolder(Dataset):
 
     def describe(self) -> str:
         return f"StemsFolder({self.root})"
+
+
+class MusdbStems(StemsFolder):
+    """One split of MUSDB18-HQ (``train`` / ``test``) from the deployment's copy: ``MPQ_MUSDB_ROOT``
+    (``Settings.musdb_root``), unless ``root`` names the copy."""
+
+    def __init__(self, split: str = "test", root: str | Path | None = None, stems: tuple[str, ...] | None = None,
+                 settings: Settings | None = None) -> None:
+        base = Path(root).expanduser() if root else (settings or load_settings()).musdb_root
+        super().__init__(base / split, stems=stems)

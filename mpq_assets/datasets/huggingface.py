@@ -22,7 +22,7 @@ from mpq_assets.artifacts import atomic_write_bytes, masks_dir
 from mpq_assets.datasets.base import Dataset, ItemSource, item_id_from_name
 from mpq_assets.media.image import to_rgb8
 from mpq_assets.media.item import Modality
-from mpq_assets.settings import load_settings
+from mpq_assets.settings import Settings, load_settings
 
 # the paper's image sets, with the columns each uses
 KNOWN: dict[str, dict[str, Any]] = {
@@ -55,8 +55,10 @@ class _HuggingFaceSource(Dataset):
     config: str | None
     revision: str | None
 
+    settings: Settings
+
     def _offline(self) -> bool:
-        return load_settings().offline or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        return self.settings.hub_offline
 
     def load(self):  # noqa: ANN201 - datasets.Dataset
         import datasets
@@ -73,7 +75,7 @@ class _HuggingFaceSource(Dataset):
                 _force_offline()
             return datasets.load_dataset(self.name, self.config, split=self.split, revision=self.revision)
         except Exception as exc:  # the hub raises many types; all mean "not available here"
-            where = os.environ.get("HF_DATASETS_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+            where = self.settings.hf_datasets_cache
             raise DatasetUnavailable(
                 f"HuggingFace dataset {self.name!r} (split {self.split!r}) is not available: {type(exc).__name__}: "
                 f"{exc}. It is not in the local cache ({where}) and the hub could not be used"
@@ -90,7 +92,8 @@ class HuggingFaceImages(_HuggingFaceSource):
 
     def __init__(self, name: str, split: str | None = None, config: str | None = None,
                  image_column: str = "image", label_column: str | None = "label", mask_column: str | None = None,
-                 limit: int | None = None, revision: str | None = None) -> None:
+                 limit: int | None = None, revision: str | None = None, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
         preset = KNOWN.get(name, {})
         self.name = preset.get("name", name)
         self.split = split or preset.get("split", "validation")
@@ -106,7 +109,7 @@ class HuggingFaceImages(_HuggingFaceSource):
         if self.image_column not in ds.column_names:
             raise ValueError(f"{self.name}: no column {self.image_column!r}; columns are {ds.column_names}")
         n = len(ds) if self.limit is None else min(self.limit, len(ds))
-        mask_dir = masks_dir(load_settings(), self.name, self.split)
+        mask_dir = masks_dir(self.settings, self.name, self.split)
         for index in range(n):
             item_id = item_id_from_name(f"{self.split}_{index:06d}")  # splits may be sliced: "validation[:500]"
 
@@ -164,7 +167,8 @@ class HuggingFaceAudio(_HuggingFaceSource):
 
     def __init__(self, name: str, split: str | None = None, config: str | None = None,
                  audio_column: str = "audio", text_column: str | None = "text", limit: int | None = None,
-                 revision: str | None = None) -> None:
+                 revision: str | None = None, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
         preset = KNOWN_AUDIO.get(name, {})
         self.name = preset.get("name", name)
         self.split = split or preset.get("split", "test")

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mpq_assets.construct import build
 from mpq_assets.datasets.base import Dataset
 from mpq_assets.datasets.demo import DemoImages, DemoMusic, DemoSpeech
-from mpq_assets.datasets.folder import AudioFolder, ImageFolder, StemsFolder
+from mpq_assets.datasets.folder import AudioFolder, ImageFolder, MusdbStems, StemsFolder
 from mpq_assets.datasets.huggingface import HuggingFaceAudio, HuggingFaceImages
+from mpq_assets.settings import Settings
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "demo_images": DemoImages,
@@ -17,13 +19,15 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "image_folder": ImageFolder,
     "audio_folder": AudioFolder,
     "stems_folder": StemsFolder,
+    "musdb18hq": MusdbStems,  # stems_folder on the MUSDB18-HQ copy the settings name
     "hf_images": HuggingFaceImages,
     "hf_audio": HuggingFaceAudio,
 }
 
 
-def make_dataset(dataset: str, /, **kwargs: Any) -> Dataset:
-    """Build the registered dataset ``dataset`` with its own keyword arguments (which may include ``name``)."""
+def make_dataset(dataset: str, /, settings: Settings | None = None, **kwargs: Any) -> Dataset:
+    """Build the registered dataset ``dataset`` with its own keyword arguments (which may include ``name``);
+    datasets that read deployment paths (demo data, HF caches, MUSDB) get the step's ``settings``."""
     if dataset not in DATASETS:
         raise KeyError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
-    return DATASETS[dataset](**kwargs)
+    return build(DATASETS[dataset], settings=settings, **kwargs)

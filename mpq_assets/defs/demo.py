@@ -21,7 +21,7 @@ from mpq_assets.defs.partitions import codec_partitions_name, partition_key
 from mpq_assets.defs.resources import MpqResource
 from mpq_assets.experiments import EXPERIMENTS, Experiment
 from mpq_assets.pipeline.analyse import point_summary, reference_scores, scores_table
-from mpq_assets.settings import load_settings
+from mpq_assets.settings import Settings, load_settings
 from mpq_assets.store import ResultsStore
 
 DEMO_EXPERIMENTS = ("demo_images", "demo_speech", "demo_music")
@@ -94,25 +94,28 @@ def summary_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
     return table[[b for b in RATIOS if b in table.columns]]
 
 
-def codec_ready(name: str, say: Callable[[str], None] = print) -> bool:
+def codec_ready(name: str, say: Callable[[str], None] = print, settings: Settings | None = None) -> bool:
     """False (after one line saying why and how to fix it) for a codec whose weights are not here."""
-    reason = get_codec(name).weights_missing()
+    reason = get_codec(name, settings=settings).weights_missing()
     if reason:
         say(f"  skipping codec {name}: {reason.splitlines()[0]}")
     return reason is None
 
 
-def missing_optional_models(experiment: Experiment) -> list[str]:
+def missing_optional_models(experiment: Experiment, settings: Settings | None = None) -> list[str]:
     """One line per optional task whose weights are not cached, saying how to fetch them."""
     from mpq_assets.model_cache import MODELS, location
 
     lines = []
     for spec in experiment.tasks:
         model = str(spec.args.get("model", ""))
-        if spec.optional and model in MODELS and not location(model)[0]:
+        if not (spec.optional and model in MODELS):
+            continue
+        cached, where = location(model, settings)
+        if not cached:
             lines.append(f"skipping task {spec.name}: {model} weights are not cached (none ship on PyPI). "
                          f"Fetch them on a networked machine with `mpq models pull {model}`, or copy "
-                         f"{location(model)[1]} here; the rest of {experiment.name} runs.")
+                         f"{where} here; the rest of {experiment.name} runs.")
     return lines
 
 
@@ -188,10 +191,10 @@ def run_demo(
         chosen = codecs if codecs is not None else codec_names(exp.modality)
         mine = [c for c in chosen if c in codec_names(exp.modality)]
         say(f"\n== {name}: {exp.description}")
-        mine = [c for c in mine if codec_ready(c, say)]
+        mine = [c for c in mine if codec_ready(c, say, settings)]
         if not mine:
             say(f"  no {exp.modality} codec selected or ready: only the unpartitioned assets run")
-        for line in missing_optional_models(exp):
+        for line in missing_optional_models(exp, settings):
             say(f"  {line}")
         materialise_experiment(exp, instance, mine, bitrates, say=say)
     for name in experiments:

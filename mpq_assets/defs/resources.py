@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import ConfigurableResource
 
-from mpq_assets.settings import Settings, load_settings
+from mpq_assets.settings import Settings, deployment_settings
 from mpq_assets.store import ResultsStore
 
 
@@ -25,22 +25,7 @@ class MpqResource(ConfigurableResource):
     codec_batch: int = 0
 
     def settings(self) -> Settings:
-        import os
-
-        env = dict(os.environ)
-        if self.home:  # everything below the configured home, whatever the environment says
-            env["MPQ_HOME"] = self.home
-            for var in ("MPQ_DB", "MPQ_ARTIFACTS", "MPQ_MODELS"):
-                env.pop(var, None)
-        if self.db_path:
-            env["MPQ_DB"] = self.db_path
-        if self.device:
-            env["MPQ_DEVICE"] = self.device
-        if self.spool_dir:
-            env["MPQ_SPOOL_DIR"] = self.spool_dir
-        if self.codec_batch:
-            env["MPQ_CODEC_BATCH"] = str(self.codec_batch)
-        return load_settings(env)
+        return deployment_settings(self.home, self.db_path, self.device, self.spool_dir, self.codec_batch)
 
     def store(self) -> ResultsStore:
         s = self.settings()

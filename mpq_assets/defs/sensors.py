@@ -27,13 +27,15 @@ from mpq_assets.codecs import codec_names, get_codec
 from mpq_assets.defs.partitions import codec_partitions_name
 from mpq_assets.defs.resources import MpqResource
 from mpq_assets.media.item import MODALITIES
+from mpq_assets.settings import Settings
 from mpq_assets.store.spool import merge_spool
 
 
-def not_ready_reason(name: str) -> str | None:
-    """Why a registered codec cannot run here yet (weights not cached), or None when it can."""
+def not_ready_reason(name: str, settings: Settings | None = None) -> str | None:
+    """Why a registered codec cannot run here yet (weights not cached where the deployment's ``settings`` look),
+    or None when it can."""
     try:
-        return get_codec(name).weights_missing()
+        return get_codec(name, settings=settings).weights_missing()
     except Exception as exc:  # a plugin whose constructor fails stays out, with the reason in the log
         return f"{type(exc).__name__}: {exc}"
 
@@ -59,15 +61,17 @@ def missing_codec_partitions(existing: dict[str, list[str]],
     description="Adds codecs from the registry (built-ins + mpq.codecs entry points) as codec partitions once "
     "they can run here (neural codecs: when their weights are cached).",
 )
-def codec_registry_sensor(context: SensorEvaluationContext) -> SensorResult:
+def codec_registry_sensor(context: SensorEvaluationContext, mpq: MpqResource) -> SensorResult:
     existing = {
         codec_partitions_name(m): list(context.instance.get_dynamic_partitions(codec_partitions_name(m)))
         for m in MODALITIES
     }
     reasons: dict[str, str] = {}
 
+    settings = mpq.settings()
+
     def not_ready(codec: str) -> str | None:
-        reason = not_ready_reason(codec)
+        reason = not_ready_reason(codec, settings)
         if reason:
             reasons[codec] = reason
         return reason

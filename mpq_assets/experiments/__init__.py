@@ -6,15 +6,13 @@ each entry into its own asset group.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mpq_assets.datasets import Dataset, make_dataset
 from mpq_assets.media.item import Modality
-from mpq_assets.settings import REPO_ROOT
+from mpq_assets.settings import Settings
 
 # BD-rate anchors when an experiment names none: JPEG for images; Opus for audio, whose kbps ladder keeps
 # distinct points down to ~6 kbps where MP3 and AAC collapse onto their floors (too few points for BD-rate).
@@ -53,8 +51,9 @@ class Experiment:
         """The codec every BD-rate in ``rate_curves`` is measured against."""
         return self.anchor or DEFAULT_ANCHORS[self.modality]
 
-    def make_dataset(self) -> Dataset:
-        ds = make_dataset(self.dataset, **dict(self.dataset_args))
+    def make_dataset(self, settings: Settings | None = None) -> Dataset:
+        """The experiment's dataset, built with the step's ``settings`` (demo data, caches, MUSDB copy)."""
+        ds = make_dataset(self.dataset, settings=settings, **dict(self.dataset_args))
         if ds.modality != self.modality:
             raise ValueError(f"experiment {self.name}: dataset {self.dataset} is {ds.modality}, not {self.modality}")
         return ds
@@ -103,8 +102,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                    description="Common Voice 11 English test split, openai-whisper",
                    tasks=(TaskSpec("asr", "asr", {"model": "base"}),),
                    quality_metrics=("si_sdr", "stoi", "pesq", "cdpam")),
-        Experiment("paper_musdb", "audio", "stems_folder",
-                   {"root": str(Path(os.environ.get("MPQ_MUSDB_ROOT", REPO_ROOT / "data" / "musdb18hq")) / "test")},
+        Experiment("paper_musdb", "audio", "musdb18hq", {"split": "test"},
                    description="MUSDB18-HQ test split, Demucs v3 (hdemucs_mmi, the paper's)",
                    tasks=(TaskSpec("separation", "separation", {"model": "hdemucs_mmi"}),),
                    quality_metrics=("si_sdr", "log_mel_distance", "cdpam")),

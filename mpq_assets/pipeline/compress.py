@@ -300,7 +300,8 @@ def ready_codec(experiment: Experiment, codec_name: str, settings: Settings) -> 
     from mpq_assets.device import parse_codec_batch
 
     # the deployment's device and batch size (MpqResource), not only the environment
-    codec = get_codec(codec_name, device=settings.device, batch_size=parse_codec_batch(settings.codec_batch))
+    codec = get_codec(codec_name, device=settings.device, batch_size=parse_codec_batch(settings.codec_batch),
+                      settings=settings)
     missing = codec.weights_missing()
     if missing:  # fail the partition with the fix, rather than one identical error row per item
         from mpq_assets.weights import ModelNotAvailableError
@@ -333,7 +334,7 @@ def compress_partitions(experiment: Experiment, partitions: Sequence[tuple[str, 
     if manifest.empty:
         raise RuntimeError(f"experiment {experiment.name} has no items in {store.path}: materialise "
                            f"{experiment.name}/dataset first")
-    workers = default_workers() if workers is None else max(1, workers)
+    workers = default_workers(settings) if workers is None else max(1, workers)
     summaries: dict[tuple[str, str], CompressSummary] = {}
     for codec_name, bitrates in plan.items():
         codec_start = time.perf_counter()

@@ -34,7 +34,7 @@ class IngestSummary:
 
 def ingest(experiment: Experiment, store: ResultsStore, settings: Settings,
            logger: logging.Logger | logging.LoggerAdapter = log) -> IngestSummary:
-    dataset = experiment.make_dataset()
+    dataset = experiment.make_dataset(settings)
     sources = list(dataset.items())
     rows, errors = [], []
     progress = Progress(logger, f"{experiment.name}/dataset", len(sources))

@@ -34,8 +34,8 @@ from mpq_assets.pipeline.step import (
     score_frame,
     skip_note,
 )
-from mpq_assets.pipeline.workers import in_order, pool_workers, read_ahead
-from mpq_assets.settings import Settings
+from mpq_assets.pipeline.workers import default_workers, in_order, pool_workers, read_ahead
+from mpq_assets.settings import Settings, load_settings
 from mpq_assets.store import ResultsStore
 from mpq_assets.store.predictions import ArraysWriter, with_arrays
 from mpq_assets.tasks.base import ModelNotAvailableError, Prediction, Task
@@ -50,13 +50,14 @@ class _PredictJob:
 
     task: str
     args: tuple[tuple[str, Any], ...]
+    settings: Settings
     entries: tuple[tuple[str, str, str], ...]  # (digest, path, modality)
 
 
 def _predict_job(job: _PredictJob) -> dict[str, Prediction | str]:
     from mpq_assets.tasks.registry import make_task
 
-    task = make_task(job.task, device="cpu", batch_size=1, **dict(job.args))
+    task = make_task(job.task, device="cpu", batch_size=1, settings=job.settings, **dict(job.args))
     out: dict[str, Prediction | str] = {}
     for digest, path, modality in job.entries:
         try:
@@ -68,17 +69,20 @@ def _predict_job(job: _PredictJob) -> dict[str, Prediction | str]:
     return out
 
 
-def predict_files(task: Task, spec: TaskSpec, entries: Sequence[tuple[str, str, str]], workers: int
-                   ) -> Iterator[dict[str, Prediction | str]]:
-    """Predictions of distinct files (digest, path, modality), chunk by chunk: in workers, or here in batches."""
+def predict_files(task: Task, spec: TaskSpec, entries: Sequence[tuple[str, str, str]], workers: int,
+                  settings: Settings | None = None) -> Iterator[dict[str, Prediction | str]]:
+    """Predictions of distinct files (digest, path, modality), chunk by chunk: in workers, or here in batches
+    with files read ahead in as many threads as the ``settings`` give workers."""
+    settings = settings or load_settings()
     if workers > 1:
-        jobs = [_PredictJob(spec.task, tuple(sorted(dict(spec.args).items())), tuple(entries[i:i + PREDICT_JOB]))
+        args = tuple(sorted(dict(spec.args).items()))
+        jobs = [_PredictJob(spec.task, args, settings, tuple(entries[i:i + PREDICT_JOB]))
                 for i in range(0, len(entries), PREDICT_JOB)]
         yield from in_order(jobs, _predict_job, workers)
         return
     size = 1 if task.device.type == "cpu" else max(task.batch_size, 1)  # CPU: single items are faster
     chunks = [entries[i:i + size] for i in range(0, len(entries), size)]
-    for loaded in read_ahead(_load_entry, chunks):
+    for loaded in read_ahead(_load_entry, chunks, default_workers(settings)):
         yield _predict_loaded(task, loaded)
 
 
@@ -172,7 +176,7 @@ def _run_task(experiment: Experiment, spec: TaskSpec, settings: Settings, frame:
         fresh = [e for e in entries if hits[e[0]] is None]
         run.deliver({d: p for d, p in hits.items() if p is not None}, writers, memo_key)  # predicted before
         done = len(entries) - len(fresh)
-        for results in predict_files(task, spec, fresh, pool_workers(settings)):
+        for results in predict_files(task, spec, fresh, pool_workers(settings), settings):
             run.deliver(results, writers, memo_key)
             done += len(results)
             progress.step(done)

@@ -30,13 +30,13 @@ log = logging.getLogger(__name__)
 _WORKER_METRICS: dict[str, Any] = {}
 
 
-def _metric(name: str, device: str) -> Any:
-    """One metric object per (name, device) in a process (LPIPS loads its network once)."""
+def _metric(name: str, device: str, settings: Settings) -> Any:
+    """One metric object per (name, device, model folder) in a process (LPIPS loads its network once)."""
     from mpq_assets.quality.registry import make_metric
 
-    key = f"{name}@{device}"
+    key = f"{name}@{device}@{settings.models_dir}"
     if key not in _WORKER_METRICS:
-        _WORKER_METRICS[key] = make_metric(name, device)
+        _WORKER_METRICS[key] = make_metric(name, device, settings)
     return _WORKER_METRICS[key]
 
 
@@ -45,6 +45,7 @@ class _QualityJob:
     """One original and its distinct reconstructions (by digest) with the metrics each still needs."""
 
     device: str
+    settings: Settings  # the step's: where a metric's converted weights live
     original_path: str
     modality: str
     recons: tuple[tuple[str, str, tuple[str, ...]], ...]  # (digest, path, metric names)
@@ -91,7 +92,7 @@ def _quality_job(job: _QualityJob) -> _QualityResult:
         out.failed = f"{type(exc).__name__}: {exc}"
         return out
     names = list(dict.fromkeys(m for _, _, ms in job.recons for m in ms))
-    metrics = {name: _metric(name, job.device) for name in names}
+    metrics = {name: _metric(name, job.device, job.settings) for name in names}
     for name, metric in metrics.items():
         reason = metric.applicable(ref)
         if reason:
@@ -104,7 +105,7 @@ def _quality_job(job: _QualityJob) -> _QualityResult:
     return out
 
 
-def _quality_jobs(frame: pd.DataFrame, metric_names: Sequence[str], device: str,
+def _quality_jobs(frame: pd.DataFrame, metric_names: Sequence[str], device: str, settings: Settings,
                   errors: dict[Key, list[dict]]) -> Iterable[tuple[str, list, str, _QualityJob]]:
     """Per item: (item_id, its partition rows with digests, original digest, the job for what the memo lacks)."""
     for item_id, recs in frame.groupby("item_id", sort=False):
@@ -129,7 +130,7 @@ def _quality_jobs(frame: pd.DataFrame, metric_names: Sequence[str], device: str,
                 if METRIC_VALUES.get((name, ref_digest, digest)) is None:
                     needed.setdefault(digest, (rec.decoded_path, set()))[1].add(name)
         # the original is always checked (applicable) by the job, even when the memo has every value
-        job = _QualityJob(device, recs[0].original_path, recs[0].modality,
+        job = _QualityJob(device, settings, recs[0].original_path, recs[0].modality,
                           tuple((d, p, tuple(sorted(ms))) for d, (p, ms) in needed.items()))
         yield item_id, located, ref_digest, job
 
@@ -174,7 +175,7 @@ def quality_partitions(experiment: Experiment, partitions: Sequence[Key], store:
     rows: dict[Key, list[dict]] = {p: [] for p in parts}
     errors: dict[Key, list[dict]] = {p: [] for p in parts}
     skipped: dict[Key, dict[str, list[str]]] = {p: {} for p in parts}
-    planned = list(_quality_jobs(frame, names, device, errors))
+    planned = list(_quality_jobs(frame, names, device, settings, errors))
     workers = pool_workers(settings)
     progress = Progress(logger, f"{experiment.name}/quality {len(parts)} partition(s)", len(planned))
     results = in_order([job for *_, job in planned], _quality_job, workers)

@@ -74,7 +74,7 @@ def partition_rows(store: ResultsStore, experiment: Experiment, partitions: Sequ
 def make_task(spec: TaskSpec, settings: Settings) -> Task:
     from mpq_assets.tasks.registry import make_task as build
 
-    return build(spec.task, device=settings.device, **dict(spec.args))
+    return build(spec.task, device=settings.device, settings=settings, **dict(spec.args))
 
 
 def skip_note(experiment: Experiment, spec: TaskSpec, exc: Exception) -> str:

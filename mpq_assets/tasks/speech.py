@@ -77,8 +77,7 @@ def openai_whisper_names() -> list[str]:
 
 def whisper_cache_dir() -> Path:
     """Where openai-whisper keeps its checkpoints: ``$XDG_CACHE_HOME/whisper`` or ``~/.cache/whisper``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "whisper"
+    return load_settings().whisper_cache
 
 
 def _official(name: str) -> tuple[str, Path, str]:
