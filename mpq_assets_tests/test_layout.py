@@ -21,6 +21,7 @@ LOWER = {
     "artifacts": {"settings"},
     "media": {"artifacts", "settings"},
     "store": {"artifacts", "settings"},
+    "weights": {"artifacts", "settings"},
     "analysis": {"artifacts", "settings"},
 }
 

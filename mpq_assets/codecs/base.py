@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from mpq_assets.codecs.bitstream import CodecError, Encoded
 from mpq_assets.codecs.rate_control import fit_ladder, fit_ladder_many
 from mpq_assets.media.item import MODALITIES, Item, Modality, raw_bytes
+from mpq_assets.weights.source import WeightSource
 
 __all__ = ["MODALITIES", "Codec", "CodecError", "Encoded", "Item", "Modality", "raw_bytes"]
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -45,6 +46,7 @@ class Codec(ABC):
     description: ClassVar[str]
 
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules this codec needs
+    weight_sources: ClassVar[tuple[WeightSource, ...]] = ()  # its model weights, for `mpq models`
     # encoding is plain CPU work on picklable objects (no model, no device): ``compressed`` may spread items over
     # worker processes, one per core. Codecs that hold models leave this False and batch on the device instead.
     parallel_encode: ClassVar[bool] = False

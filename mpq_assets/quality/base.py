@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mpq_assets.media.item import Item, Modality
+from mpq_assets.weights.source import WeightSource
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class QualityMetric(ABC):
     """
 
     info: ClassVar[MetricInfo]
+    weight_sources: ClassVar[tuple[WeightSource, ...]] = ()  # its model weights, for `mpq models`
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)

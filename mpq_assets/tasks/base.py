@@ -24,6 +24,7 @@ import torch
 
 from mpq_assets.media.item import Item, Modality
 from mpq_assets.weights import ModelNotAvailableError
+from mpq_assets.weights.source import WeightSource
 
 __all__ = ["ModelNotAvailableError", "Prediction", "Score", "Task", "TaskInfo", "same_length", "weighted_mean"]
 
@@ -61,6 +62,7 @@ class Task(ABC):
     """Model loader + batched predict + scoring."""
 
     info: ClassVar[TaskInfo]
+    weight_sources: ClassVar[tuple[WeightSource, ...]] = ()  # the models it can run, for `mpq models`
 
     def __init__(self, device: torch.device | str = "cpu", batch_size: int = 8) -> None:
         self.device = torch.device(device)
