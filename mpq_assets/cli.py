@@ -26,7 +26,7 @@ def _cmd_codecs(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from mpq_assets.model_cache import MODELS, location, pull
+    from mpq_assets.catalog import location, pull, sources
 
     if args.action == "pull":
         if not args.names:
@@ -40,9 +40,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 print(f"{name}: {exc}", file=sys.stderr)
                 failed += 1
         return 1 if failed else 0
-    for name, entry in MODELS.items():
-        cached, where = location(name)
-        print(f"{'cached ' if cached else 'missing'}  {name:44} {entry.kind:9} {entry.use}  [{where}]")
+    for name, source in sources().items():
+        present, where = location(name)
+        print(f"{'cached ' if present else 'missing'}  {name:44} {source.kind:10} {source.use}  [{where}]")
     return 0
 
 

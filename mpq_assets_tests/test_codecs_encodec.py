@@ -34,7 +34,8 @@ from mpq_assets.codecs.neural_audio import (
 )
 from mpq_assets.codecs.rate_control import RATIOS, budget_bytes, parse_ratio
 from mpq_assets.media.audio import Audio
-from mpq_assets.weights import ModelNotAvailableError
+from mpq_assets.settings import load_settings
+from mpq_assets.weights import MODEL_CACHE, ModelNotAvailableError
 
 HEADER_MAX = 9 + 64 + 1  # "ECDC" + version + uint32 size; the JSON header (< 64 bytes here); 1 padding byte
 
@@ -226,7 +227,8 @@ def test_bad_inputs_are_codec_errors(codecs, speech_streams):
 def empty_torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv(neural_audio.WEIGHTS_ENV, raising=False)
-    monkeypatch.setattr(neural_audio, "_CACHE", {})  # this test's models only
+    MODEL_CACHE.clear("encodec")  # this test's models only
+    MODEL_CACHE.clear("encodec-lm")
     return tmp_path / "torch"
 
 
@@ -273,7 +275,7 @@ def test_checkpoints_load_only_as_plain_tensors(empty_torch_home, tmp_path, monk
     torch.save(state, fake)
     codec = Encodec24()
     assert codec.weights_missing() is None
-    with pytest.raises(ModelNotAvailableError, match="sha256 prefix"):
+    with pytest.raises(ModelNotAvailableError, match="SHA-256 prefix"):
         codec.encode(clip(24_000, 0.1), 1.5)
 
 
@@ -290,7 +292,7 @@ def test_default_constructor_loads_the_cached_checkpoint(codecs, empty_torch_hom
     spec = dataclasses.replace(neural_audio.SPECS["encodec-24khz"], checkpoint=f"encodec_24khz-{sha}.th")
     monkeypatch.setitem(neural_audio.SPECS, "encodec-24khz", spec)
     tmp.rename(checkpoints / spec.checkpoint)
-    assert neural_audio.location("encodec-24khz") == (True, str(checkpoints))
+    assert neural_audio.location("encodec-24khz", load_settings()) == (True, str(checkpoints))
     codec = Encodec24()
     assert codec.weights_missing() is None
     data = codec.encode(SPEECH48, 3.0)

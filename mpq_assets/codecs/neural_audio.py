@@ -87,7 +87,9 @@ from mpq_assets.codecs.base import Codec, CodecError, Encoded, Item, Modality
 from mpq_assets.codecs.batching import shape_batches
 from mpq_assets.media.audio import Audio, remix, resample
 from mpq_assets.settings import Settings, load_settings
-from mpq_assets.weights import ModelNotAvailableError, sha256_file
+from mpq_assets.weights import ModelNotAvailableError, WeightSource, cached
+from mpq_assets.weights.files import download, hash_prefix, matches, verify
+from mpq_assets.weights.safe_load import load_checkpoint, state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -148,10 +150,18 @@ def checkpoint_urls(name: str, lm: bool = False) -> list[str]:
     return [ROOT_URL + f for f in files]
 
 
-def location(name: str, settings: Settings | None = None) -> tuple[bool, str]:
+def location(name: str, settings: Settings) -> tuple[bool, str]:
     """(model checkpoint present?, the folder it belongs in): the ``mpq models`` listing for ``name``."""
-    path = checkpoint_paths(name, folder=(settings or load_settings()).encodec_weights)[0]
+    path = checkpoint_paths(name, folder=settings.encodec_weights)[0]
     return path.is_file(), str(path.parent)
+
+
+def weight_source(name: str) -> WeightSource:
+    """The ``mpq models`` entry of ``name``: Meta's checkpoint URL, checked against the hash in its file name."""
+    rate = "24 kHz mono" if name == "encodec-24khz" else "48 kHz stereo"
+    return WeightSource(name, "download", f"EnCodec {rate} neural audio codec", "encodec (Meta's download)",
+                        locate=lambda settings: location(name, settings),
+                        fetch=lambda settings: pull(name, settings.encodec_weights))
 
 
 def missing_weights(name: str, lm: bool = False, folder: Path | None = None) -> str | None:
@@ -165,26 +175,10 @@ def missing_weights(name: str, lm: bool = False, folder: Path | None = None) -> 
             f"{checkpoint_dir(folder)} (the torch hub cache, $TORCH_HOME/hub/checkpoints, or ${WEIGHTS_ENV}).")
 
 
-def _sha256_prefix_ok(path: Path) -> bool:
-    return sha256_file(path).startswith(path.stem.rsplit("-", 1)[-1])
-
-
 def _load_state(path: Path) -> dict[str, Any]:
     """A checkpoint's state dict, checked against its name's sha256 prefix, unpickled with weights_only=True."""
-    import torch
-
-    if not path.is_file():
-        raise ModelNotAvailableError(f"{path} is missing")
-    if not _sha256_prefix_ok(path):
-        raise ModelNotAvailableError(f"{path} does not match the sha256 prefix in its name (corrupt or replaced); "
-                                     "delete it and run `mpq models pull` again")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle.UnpicklingError and friends: the file asks for more than tensors
-        raise ModelNotAvailableError(f"{path} does not load with weights_only=True: {exc}") from exc
-    if not isinstance(state, dict):
-        raise ModelNotAvailableError(f"{path} is not a state dict (got {type(state).__name__})")
-    return state
+    verify(path, hash_prefix(path.name), "Run `mpq models pull` again.")
+    return state_dict(load_checkpoint(path, "EnCodec checkpoint"), path, nested=())
 
 
 # ----------------------------------------------------------------------- models
@@ -257,21 +251,14 @@ def pull(name: str, folder: Path | None = None) -> str:
     ``download_url_to_file`` checks the sha256 prefix in the file name before moving the file into place;
     each file is then loaded once with ``weights_only=True`` to check it is a plain state dict.
     """
-    import torch.hub
-
     paths = checkpoint_paths(name, lm=True, folder=folder)
     for url, path in zip(checkpoint_urls(name, lm=True), paths, strict=True):
-        if not (path.is_file() and _sha256_prefix_ok(path)):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            prefix = path.stem.rsplit("-", 1)[-1]
-            torch.hub.download_url_to_file(url, str(path), hash_prefix=prefix, progress=False)
+        if not matches(path, hash_prefix(path.name)):
+            download(url, path, hash_prefix(path.name), f"Or copy {path.name} into {path.parent}.")
         _load_state(path)
     return str(paths[0].parent)
 
 
-_CACHE: dict[tuple[str, str, str], EncodecModel] = {}  # (name, device, checkpoint folder)
-_LMS: dict[tuple[str, str, str], LMModel] = {}
-_CACHE_LOCK = threading.Lock()
 _RUN_LOCK = threading.Lock()  # set_target_bandwidth mutates the shared model: one encode at a time
 
 
@@ -282,18 +269,12 @@ def _no_lm() -> LMModel:
 def cached_model(name: str, device: torch.device, folder: Path | None = None) -> EncodecModel:
     """The pretrained model of ``name`` on ``device``, loaded once per process (its LM loads on first use)."""
     key = (name, str(device), str(checkpoint_dir(folder)))
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            model = load_model(name, folder).to(device)
 
-            def get_lm() -> LMModel:
-                with _CACHE_LOCK:
-                    if key not in _LMS:
-                        _LMS[key] = load_lm(name, model, folder)
-                    return _LMS[key]
+    def load() -> EncodecModel:
+        model = load_model(name, folder).to(device)
+        return attach_lm(model, lambda: cached(("encodec-lm", *key), lambda: load_lm(name, model, folder)))
 
-            _CACHE[key] = attach_lm(model, get_lm)
-        return _CACHE[key]
+    return cached(("encodec", *key), load)
 
 
 # -------------------------------------------------------------------- container
@@ -733,6 +714,7 @@ class Encodec24(_Encodec):
     name: ClassVar[str] = "encodec-24khz"
     description: ClassVar[str] = "EnCodec 24 kHz mono, 1.5/3/6/12/24 kbps, ECDC container (no LM)"
     model_key: ClassVar[str] = "encodec-24khz"
+    weight_sources: ClassVar[tuple[WeightSource, ...]] = (weight_source("encodec-24khz"),)
 
 
 class Encodec48(_Encodec):
@@ -741,6 +723,7 @@ class Encodec48(_Encodec):
     name: ClassVar[str] = "encodec-48khz"
     description: ClassVar[str] = "EnCodec 48 kHz stereo, 3/6/12/24 kbps, ECDC container (no LM)"
     model_key: ClassVar[str] = "encodec-48khz"
+    weight_sources: ClassVar[tuple[WeightSource, ...]] = (weight_source("encodec-48khz"),)
 
 
 class Encodec24Lm(Encodec24):

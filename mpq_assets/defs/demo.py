@@ -104,12 +104,12 @@ def codec_ready(name: str, say: Callable[[str], None] = print, settings: Setting
 
 def missing_optional_models(experiment: Experiment, settings: Settings | None = None) -> list[str]:
     """One line per optional task whose weights are not cached, saying how to fetch them."""
-    from mpq_assets.model_cache import MODELS, location
+    from mpq_assets.catalog import location, sources
 
-    lines = []
+    known, lines = sources(), []
     for spec in experiment.tasks:
         model = str(spec.args.get("model", ""))
-        if not (spec.optional and model in MODELS):
+        if not (spec.optional and model in known):
             continue
         cached, where = location(model, settings)
         if not cached:
