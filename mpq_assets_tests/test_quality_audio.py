@@ -21,7 +21,8 @@ from safetensors import safe_open
 from mpq_assets.media.audio import Audio, load_audio, remix, resample
 from mpq_assets.quality import audio as qa
 from mpq_assets.quality.registry import AUDIO_METRICS, IMAGE_METRICS, METRICS, make_metric, metrics_for
-from mpq_assets.settings import REPO_ROOT
+from mpq_assets.settings import REPO_ROOT, load_settings
+from mpq_assets.weights import legacy_torch
 
 SPEECH = REPO_ROOT / "data" / "demo_speech" / "s03_rms.flac"
 MUSIC = REPO_ROOT / "data" / "demo_music" / "bwv253" / "mixture.flac"
@@ -261,6 +262,27 @@ def test_cdpam_conversion_writes_safetensors_once(tmp_path: Path, monkeypatch: p
 
 def test_conversion_unpickler_refuses_anything_but_a_state_dict() -> None:
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        qa._LegacyCheckpointUnpickler(io.BytesIO(pickle.dumps(os.getcwd, protocol=2))).load()
-    state = qa._LegacyCheckpointUnpickler(io.BytesIO(pickle.dumps({"epochs": 3}, protocol=2))).load()
+        legacy_torch.unpickler(io.BytesIO(pickle.dumps(os.getcwd, protocol=2))).load()
+    state = legacy_torch.unpickler(io.BytesIO(pickle.dumps({"epochs": 3}, protocol=2))).load()
     assert state == {"epochs": 3}
+
+
+def test_declared_weight_sources_locate_and_fetch_into_the_models_folder(tmp_path: Path) -> None:
+    """What `mpq models` reads: each metric's weights located under the settings' model folder, not the env's."""
+    from mpq_assets.quality import image as qi
+
+    settings = load_settings({"MPQ_HOME": str(tmp_path)})
+    sources = {s.name: s for m in (qi.LPIPSAlex, qi.LPIPSVGG, qa.CDPAM, qa.DNSMOS) for s in m.weight_sources}
+    assert {n: s.kind for n, s in sources.items()} == {
+        "lpips_alex": "conversion", "lpips_vgg": "conversion", "cdpam": "conversion", "dnsmos": "package"}
+    models = settings.models_dir
+    assert models == tmp_path.resolve() / "models"
+    expected = {"lpips_alex": models / "lpips" / "alex.safetensors", "lpips_vgg": models / "lpips" / "vgg.safetensors",
+                "cdpam": models / "cdpam" / "cdpam.safetensors"}
+    for name, path in expected.items():
+        assert sources[name].locate(settings) == (False, str(path))
+    present, where = sources["dnsmos"].locate(settings)
+    assert present and where.endswith("dnsmos_models/sig_bak_ovr.onnx") and sources["dnsmos"].pull(settings) == where
+    assert sources["lpips_alex"].fetch(settings) == str(expected["lpips_alex"])
+    assert sources["lpips_alex"].locate(settings) == (True, str(expected["lpips_alex"]))
+    assert sources["lpips_vgg"].locate(settings)[0] is False  # one conversion per source

