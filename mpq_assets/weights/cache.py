@@ -1,4 +1,5 @@
-"""The per-process model cache: every loaded model (codec network, metric, task backend) lives here once.
+"""The per-process model cache: every loaded model (codec network, metric, task backend) lives here once,
+with the few costly constants built beside one (a metric's filterbank).
 
 Loading is slow (seconds to minutes) and models are large, so each key is loaded
 once per process and shared by every thread. Loads of different keys run at the
