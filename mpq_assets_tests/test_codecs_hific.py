@@ -17,7 +17,8 @@ import torch
 from skimage import data as skdata
 
 from mpq_assets.codecs.base import CodecError, Encoded
-from mpq_assets.codecs.hific import HiFiC, HiFiCLo, pack_container, to_uint8, unpack_container
+from mpq_assets.codecs.container import Container, pack, unpack
+from mpq_assets.codecs.hific import HiFiC, HiFiCLo, to_uint8
 from mpq_assets.codecs.hific_model import (
     HiFiCConfig,
     HiFiCModel,
@@ -143,12 +144,15 @@ def test_full_architecture_round_trips_a_real_bitstream():
     image = photo(64, 64)
 
     data = codec.encode(image, "low")
-    box = unpack_container(data)
-    assert (box.codec, box.setting, box.height, box.width) == ("hific", "low", 64, 64)
+    box = unpack(data)
+    assert (box.codec, box.setting, box.device_type, box.height, box.width) == ("hific", "low", "cpu", 64, 64)
     assert box.shapes == ((320, 2, 2), (220, 8, 8))  # padded to 128x128, the smallest size the hyperprior codes
-    assert pack_container(box) == data  # nothing in the file but the fields: the byte count is the container's
-    assert data.endswith(box.strings[1]) and all(len(s) > 0 for s in box.strings)
-    assert 0 < len(data) - sum(len(s) for s in box.strings) < 40  # header overhead, counted in the rate
+    assert pack(box) == data  # nothing in the file but the fields: the byte count is the container's
+    assert data[:5] == b"MPQC\x02" and data.endswith(box.strings[1]) and all(len(s) > 0 for s in box.strings)
+    # header overhead, counted in the rate: magic, version, "hific", "low", "cpu", H, W, 2 shapes (320 and 220
+    # take 2 varint bytes), 2 strings and their lengths
+    lengths = sum(max(1, -(-len(s).bit_length() // 7)) for s in box.strings)
+    assert len(data) - sum(len(s) for s in box.strings) == 4 + 1 + 6 + 4 + 4 + 1 + 1 + 1 + 5 + 5 + 1 + lengths < 40
 
     decoded = codec.decode(data, image)
     assert decoded.shape == image.shape and decoded.dtype == np.uint8
@@ -306,8 +310,15 @@ def test_damaged_containers_fail_with_codec_errors():
     codec = HiFiC.from_models({"low": tiny(10)})
     image = photo(20, 30)
     data = codec.encode(image, "low")
-    for bad, why in [(data[:-3], "truncated|corrupt"), (b"JUNK" + data[4:], "magic"),
-                     (data.replace(b"hific", b"other", 1), "written by codec 'other'")]:
+    box = unpack(data)
+    for bad, why in [(data[:-3], "truncated"), (data + b"\x00", "1 unexpected bytes"), (b"JUNK" + data[4:], "magic"),
+                     (data.replace(b"hific", b"other", 1), "written by codec 'other'"),
+                     (pack(Container("mbt2018", "1", 20, 30, box.shapes, box.strings)), "written by codec 'mbt2018'"),
+                     (pack(Container("hific", "med", 20, 30, box.shapes, box.strings)), "regime 'med', unknown"),
+                     (pack(Container("hific", "low", 20, 30, box.shapes, box.strings, "cuda")),
+                      "entropy-coded on 'cuda'"),
+                     (pack(Container("hific", "low", 200, 30, box.shapes, box.strings)), "do not fit a 200x30"),
+                     (pack(Container("hific", "low", 20, 30, box.shapes[:1], box.strings)), "2 tensors")]:
         with pytest.raises(CodecError, match=why):
             codec.decode(bad, image)
     with pytest.raises(CodecError, match="RGB uint8"):

@@ -2,18 +2,15 @@
 
 The ladder is the three published models ordered by rate (HiFiC-low targets
 0.14 bpp, -med 0.30, -high 0.45; the paper evaluated HiFiC-lo); rate control
-picks the highest one whose file fits the budget. The file is our own small
-container (``.mpqc``, like the CompressAI codecs' files, but with its own magic
-``MPQH`` so either reader rejects the other's files cleanly), so its size is the
-honest rate -- header included, times 8 for bits (the paper's script reported
-HiFiC's bytes per pixel as bpp)::
-
-    b"MPQH" | version u8 | codec name | setting | H | W | n tensors | (C, h, w) each | n strings | (len, bytes) each
-
-Integers are unsigned LEB128 varints, names are length-prefixed UTF-8; the
-header is about 20 bytes. Tensors are the hyper-latents z and the latents y
-(H and W padded to a multiple of 64, at least 128, then /64 and /16); the
-strings are their rANS streams.
+picks the highest one whose file fits the budget. The file is the ``.mpqc``
+container of :mod:`mpq_assets.codecs.container` (the format shared with the
+CompressAI codecs; HiFiC's older ``MPQH`` files still decode): codec name,
+regime, the entropy path's device type, the original H and W, the shapes of
+the hyper-latents z and the latents y, (C, h, w) each (H and W padded to a
+multiple of 64, at least 128, then /64 and /16), and their rANS strings. Its
+size is the honest rate -- the header (35-40 bytes; 39 for a 512x768 image)
+included, times 8 for bits (the paper's script reported HiFiC's bytes per pixel
+as bpp).
 
 Weights: see :mod:`mpq_assets.codecs.hific_model` (layout, one-time safetensors
 conversion). The default constructor only ever loads real weights; tests wrap
@@ -21,7 +18,8 @@ randomly initialised models with :meth:`HiFiC.from_models`.
 
 Determinism: the tables and the table-selecting hyper-synthesis always run on
 the CPU, one image at a time, at both ends, so a file decodes on any machine with
-the same software stack, whichever device and batch encoded it.
+the same software stack, whichever device and batch encoded it. The container
+records that device type ("cpu"); a file that says otherwise is refused.
 
 Batching: ``batch_size`` images of one padded size go through the encoder and the
 generator together on the device (default ``MPQ_CODEC_BATCH``, else 1 on CPU and
@@ -34,13 +32,13 @@ test). With a batch of one a file is bit for bit the single-image encode.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from mpq_assets.codecs.base import Codec, CodecError, Encoded, Item, Modality
+from mpq_assets.codecs.container import Container, pack, unpack
 from mpq_assets.settings import Settings, load_settings
 from mpq_assets.weights import ModelNotAvailableError
 
@@ -49,8 +47,7 @@ if TYPE_CHECKING:
 
     from mpq_assets.codecs.hific_model import HiFiCCoder, HiFiCModel
 
-MAGIC = b"MPQH"  # MPQ container, HiFiC layout
-VERSION = 1
+ENTROPY_DEVICE_TYPE = "cpu"  # where HiFiCCoder builds the tables and runs the hyper-synthesis
 # = hific_model.HIFIC_REGIMES (a test checks it); not imported from there because that module imports torch,
 # and the codec registry (so every worker process that only runs Pillow or FFmpeg) imports this one
 HIFIC_REGIMES: tuple[str, ...] = ("low", "med", "high")
@@ -60,90 +57,6 @@ def _model_module() -> ModuleType:
     import mpq_assets.codecs.hific_model as hific_model
 
     return hific_model
-
-
-@dataclass(frozen=True)
-class Container:
-    """A parsed ``.mpqc`` file."""
-
-    codec: str
-    setting: str
-    height: int
-    width: int
-    shapes: tuple[tuple[int, ...], ...]
-    strings: tuple[bytes, ...]
-
-
-def _varint(value: int) -> bytes:
-    if value < 0:
-        raise ValueError(f"varint must be >= 0, got {value}")
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def pack_container(container: Container) -> bytes:
-    out = bytearray(MAGIC)
-    out.append(VERSION)
-    for text in (container.codec, container.setting):
-        raw = text.encode("utf-8")
-        out += _varint(len(raw)) + raw
-    out += _varint(container.height) + _varint(container.width)
-    out += _varint(len(container.shapes))
-    for shape in container.shapes:
-        out += _varint(len(shape)) + b"".join(_varint(d) for d in shape)
-    out += _varint(len(container.strings))
-    for string in container.strings:
-        out += _varint(len(string)) + string
-    return bytes(out)
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
-            raise CodecError(f"truncated .mpqc container ({len(self.data)} bytes)")
-        chunk = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return chunk
-
-    def varint(self) -> int:
-        value, shift = 0, 0
-        while True:
-            byte = self.take(1)[0]
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 63:
-                raise CodecError("corrupt .mpqc container (varint too long)")
-
-    def text(self) -> str:
-        try:
-            return self.take(self.varint()).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CodecError("corrupt .mpqc container (bad name)") from exc
-
-
-def unpack_container(data: bytes) -> Container:
-    reader = _Reader(bytes(data))
-    if reader.take(4) != MAGIC:
-        raise CodecError(f"not a HiFiC .mpqc container (magic {bytes(data[:4])!r}, expected {MAGIC!r})")
-    version = reader.take(1)[0]
-    if version != VERSION:
-        raise CodecError(f".mpqc container version {version} is not supported (this reader knows {VERSION})")
-    codec, setting = reader.text(), reader.text()
-    height, width = reader.varint(), reader.varint()
-    shapes = tuple(tuple(reader.varint() for _ in range(reader.varint())) for _ in range(reader.varint()))
-    strings = tuple(reader.take(reader.varint()) for _ in range(reader.varint()))
-    if reader.pos != len(reader.data):
-        raise CodecError(f"corrupt .mpqc container ({len(reader.data) - reader.pos} trailing bytes)")
-    return Container(codec, setting, height, width, shapes, strings)
 
 
 class HiFiC(Codec):
@@ -248,8 +161,9 @@ class HiFiC(Codec):
         pad = _model_module().pad_to_stride
         tensors = [pad(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float() / 255.0)[0]
                    for image in images]
-        return [pack_container(Container(codec=self.name, setting=regime, height=image.shape[0], width=image.shape[1],
-                                         shapes=(bits.z_shape, bits.y_shape), strings=(bits.z_string, bits.y_string)))
+        return [pack(Container(codec=self.name, setting=regime, height=image.shape[0], width=image.shape[1],
+                               shapes=(bits.z_shape, bits.y_shape), strings=(bits.z_string, bits.y_string),
+                               device_type=ENTROPY_DEVICE_TYPE))
                 for image, bits in zip(images, coder.compress_batch(tensors, self.batch_size), strict=True)]
 
     def encode_to_budgets(self, item: Item, budgets: Sequence[int]) -> list[Encoded]:
@@ -266,9 +180,16 @@ class HiFiC(Codec):
         return fit_ladder_many_batch(self, items, budgets)
 
     def _unpack(self, data: bytes) -> Container:
-        box = unpack_container(data)
+        """The checked fields of one file: this codec's, a regime it has, shapes that fit the image."""
+        box = unpack(data)
         if box.codec != self.name:
             raise CodecError(f"{self.name}: this .mpqc file was written by codec {box.codec!r}")
+        if box.setting not in self._regimes:
+            raise CodecError(f"{self.name}: the file is in regime {box.setting!r}, unknown to this codec (it has "
+                             f"{', '.join(self._regimes)})")
+        if box.device_type != ENTROPY_DEVICE_TYPE:
+            raise CodecError(f"{self.name}: this file was entropy-coded on {box.device_type!r}; HiFiC builds its "
+                             f"tables on {ENTROPY_DEVICE_TYPE!r} only, so it cannot decode it reliably")
         if len(box.shapes) != 2 or len(box.strings) != 2 or any(len(s) != 3 for s in box.shapes):
             raise CodecError(f"{self.name}: expected 2 tensors (z, y) in the container, got {len(box.shapes)}")
         hm = _model_module()

@@ -27,19 +27,16 @@ Weights
 
 Container (``.mpqc``)
     CompressAI's ``compress`` gives entropy-coded strings and a latent shape,
-    not a file, so we wrap them (big-endian, ``struct``)::
-
-        4s  magic b"MPQC"       B  format version (1)
-        B   n, ns model name    B  quality
-        B   n, ns device type that ran the entropy model ("cpu", "cuda", "mps")
-        I   height    I  width  (the original image, before padding)
-        B   k, kI latent shape  (CompressAI's ``shape``: the hyper-latent H, W)
-        B   s, then s x (I length, bytes): the strings (y, then z)
-
-    The header costs ``34 + len(name) + len(device)`` bytes (44 for
-    ``mbt2018`` on cpu) and counts toward the rate. A user decodes a file with
-    :func:`decode_file` (or ``Mbt2018().decode(data, like=None)``); it needs the
-    same weights, on any device (the entropy path runs on the CPU: below).
+    not a file, so we wrap them in the ``.mpqc`` container of
+    :mod:`mpq_assets.codecs.container` (the format shared with HiFiC; files of
+    its older layout still decode): codec name, quality (as text), the device
+    type that ran the entropy model, the original height and width (before
+    padding), the latent shape (CompressAI's ``shape``: the hyper-latent H, W)
+    and the strings (y, then z). The header is about 30 bytes (32 for
+    ``mbt2018`` on a 512x768 image) and counts toward the rate. A user decodes a
+    file with :func:`decode_file` (or ``Mbt2018().decode(data, like=None)``); it
+    needs the same weights, on any device (the entropy path runs on the CPU:
+    below).
 
 Padding
     The models need sides that are multiples of 64 (four stride-2 analysis
@@ -97,17 +94,16 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from mpq_assets.codecs.base import Codec, CodecError, Encoded, Modality
+from mpq_assets.codecs.container import Container, pack, unpack
 from mpq_assets.settings import Settings, load_settings
 from mpq_assets.weights import ModelNotAvailableError, sha256_file
 
@@ -116,8 +112,6 @@ log = logging.getLogger(__name__)
 WEIGHTS_ENV = "MPQ_COMPRESSAI_WEIGHTS"
 METRIC = "mse"
 PAD_MULTIPLE = 64
-MAGIC = b"MPQC"
-VERSION = 1
 # our codec name -> (CompressAI zoo architecture, qualities)
 ARCHITECTURES: dict[str, tuple[str, tuple[int, ...]]] = {
     "mbt2018": ("mbt2018", tuple(range(1, 9))),
@@ -269,82 +263,6 @@ def _cached_model(name: str, quality: int, folder: Path, device: Any, offline: b
         return model
 
 
-# --------------------------------------------------------------------------- container
-
-
-@dataclass(frozen=True)
-class Container:
-    """The parsed ``.mpqc`` file: what :func:`write_container` stores."""
-
-    model: str
-    quality: int
-    device_type: str
-    height: int
-    width: int
-    shape: tuple[int, ...]
-    strings: tuple[bytes, ...]
-
-
-def write_container(c: Container) -> bytes:
-    """Serialise a :class:`Container` (layout in the module docstring)."""
-    name, device = c.model.encode("ascii"), c.device_type.encode("ascii")
-    parts = [MAGIC, struct.pack(">BB", VERSION, len(name)), name, struct.pack(">BB", c.quality, len(device)), device,
-             struct.pack(">IIB", c.height, c.width, len(c.shape)), struct.pack(f">{len(c.shape)}I", *c.shape),
-             struct.pack(">B", len(c.strings))]
-    for s in c.strings:
-        parts += [struct.pack(">I", len(s)), s]
-    return b"".join(parts)
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def take(self, n: int, what: str) -> bytes:
-        if self.pos + n > len(self.data):
-            raise CodecError(f"truncated .mpqc container: {what} needs {n} bytes at offset {self.pos}, "
-                             f"file has {len(self.data)}")
-        out = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    def unpack(self, fmt: str, what: str) -> tuple[Any, ...]:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
-
-    def text(self, what: str) -> str:
-        (n,) = self.unpack(">B", f"{what} length")
-        try:
-            return self.take(n, what).decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise CodecError(f"corrupt .mpqc container: {what} is not ASCII") from exc
-
-
-def read_container(data: bytes) -> Container:
-    """Parse a ``.mpqc`` file, with a :class:`CodecError` saying what is wrong for anything malformed."""
-    r = _Reader(bytes(data))
-    magic = r.take(4, "magic")
-    if magic != MAGIC:
-        raise CodecError(f"not an MPQ neural-codec container: magic {magic!r}, expected {MAGIC!r}")
-    (version,) = r.unpack(">B", "version")
-    if version != VERSION:
-        raise CodecError(f"unsupported .mpqc container version {version} (this reader knows {VERSION})")
-    model = r.text("model name")
-    (quality,) = r.unpack(">B", "quality")
-    device_type = r.text("device type")
-    height, width, ndim = r.unpack(">IIB", "image size")
-    shape = r.unpack(f">{ndim}I", "latent shape")
-    (count,) = r.unpack(">B", "string count")
-    strings = []
-    for i in range(count):
-        (n,) = r.unpack(">I", f"length of string {i}")
-        strings.append(r.take(n, f"string {i}"))
-    if r.pos != len(r.data):
-        raise CodecError(f"corrupt .mpqc container: {len(r.data) - r.pos} unexpected bytes after the last string")
-    if height < 1 or width < 1:
-        raise CodecError(f"corrupt .mpqc container: image size {height}x{width}")
-    return Container(model, quality, device_type, height, width, tuple(shape), tuple(strings))
-
-
 # --------------------------------------------------------------------------- codecs
 
 
@@ -477,8 +395,6 @@ class NeuralImageCodec(Codec):
             raise CodecError(f"{self.name} encodes RGB uint8 arrays (H, W, 3), got a {what}")
         if item.shape[0] < 1 or item.shape[1] < 1:
             raise CodecError(f"{self.name}: empty image of shape {item.shape}")
-        if max(item.shape[:2]) > 0xFFFFFFFF - PAD_MULTIPLE:
-            raise CodecError(f"{self.name}: image of shape {item.shape} is too large for the container")
 
     def _padded_tensor(self, item: np.ndarray) -> Any:
         """(3, H', W') float in [0, 1], padded at the bottom and right to multiples of 64 (edge pixels)."""
@@ -510,25 +426,27 @@ class NeuralImageCodec(Codec):
                 strings.append(bytes(group[0]))
             shape = tuple(int(s) for s in out["shape"])
             h, w = item.shape[:2]
-            files.append(write_container(Container(self.name, quality, ENTROPY_DEVICE.type, h, w, shape,
-                                                   tuple(strings))))
+            files.append(pack(Container(self.name, str(quality), h, w, (shape,), tuple(strings), ENTROPY_DEVICE.type)))
         return files
 
-    def _read(self, data: bytes, like: np.ndarray | None) -> Container:
-        """The checked header of one file (see :meth:`decode`)."""
+    def _read(self, data: bytes, like: np.ndarray | None) -> tuple[Container, int]:
+        """The checked header of one file and its quality (see :meth:`decode`)."""
         from mpq_assets.codecs.compressai_batch import ENTROPY_DEVICE
 
-        c = read_container(data)
-        if c.model != self.name:
-            raise CodecError(f"this .mpqc file was written by {c.model!r}, not {self.name!r}")
-        if c.quality not in self.qualities:
-            raise CodecError(f"{self.name}: corrupt .mpqc header: quality {c.quality} is not one of "
+        c = unpack(data)
+        if c.codec != self.name:
+            raise CodecError(f"this .mpqc file was written by {c.codec!r}, not {self.name!r}")
+        if not (c.setting.isascii() and c.setting.isdigit()):
+            raise CodecError(f"{self.name}: corrupt .mpqc header: quality {c.setting!r} is not an integer")
+        quality = int(c.setting)
+        if quality not in self.qualities:
+            raise CodecError(f"{self.name}: corrupt .mpqc header: quality {quality} is not one of "
                              f"{list(self.qualities)}")
         if like is not None and tuple(like.shape[:2]) != (c.height, c.width):
             raise CodecError(f"{self.name}: the file holds a {c.height}x{c.width} image, the original is "
                              f"{like.shape[0]}x{like.shape[1]}")
-        if c.shape != _latent_shape(c.height, c.width) or len(c.strings) != 2:
-            raise CodecError(f"{self.name}: corrupt .mpqc header: latent shape {c.shape} and {len(c.strings)} "
+        if c.shapes != (_latent_shape(c.height, c.width),) or len(c.strings) != 2:
+            raise CodecError(f"{self.name}: corrupt .mpqc header: latent shapes {c.shapes} and {len(c.strings)} "
                              f"strings do not fit a {c.height}x{c.width} image")
         if c.device_type != ENTROPY_DEVICE.type:
             msg = (f"{self.name}: this file was entropy-coded on {c.device_type!r}; this reader runs the entropy "
@@ -538,7 +456,7 @@ class NeuralImageCodec(Codec):
             if self.on_device_mismatch == "error":
                 raise CodecError(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
-        return c
+        return c, quality
 
     def decode(self, data: bytes, like: np.ndarray | None) -> np.ndarray:
         """Decode a ``.mpqc`` file; ``like`` (the original) is checked against the stored size, or None to skip."""
@@ -550,14 +468,15 @@ class NeuralImageCodec(Codec):
 
         from mpq_assets.codecs.compressai_batch import decompress_batch
 
-        boxes = [self._read(d, item) for d, item in zip(data, like, strict=True)]
+        read = [self._read(d, item) for d, item in zip(data, like, strict=True)]
+        boxes = [c for c, _ in read]
         out: list[np.ndarray | None] = [None] * len(boxes)
-        for quality in dict.fromkeys(c.quality for c in boxes):
-            members = [i for i, c in enumerate(boxes) if c.quality == quality]
+        for quality in dict.fromkeys(q for _, q in read):
+            members = [i for i, (_, q) in enumerate(read) if q == quality]
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Inference on GPU is not recommended")
-                    recons = decompress_batch(self.model(quality), [(boxes[i].strings, boxes[i].shape)
+                    recons = decompress_batch(self.model(quality), [(boxes[i].strings, boxes[i].shapes[0])
                                                                     for i in members], self.batch_size)
             except (CodecError, ModelNotAvailableError):
                 raise
@@ -661,7 +580,7 @@ NEURAL_IMAGE_CODECS: dict[str, type[NeuralImageCodec]] = {"mbt2018": Mbt2018, "c
 def decode_file(path: str | os.PathLike[str], device: Any = None) -> np.ndarray:
     """Decode a ``.mpqc`` file to an RGB uint8 array with the real weights of the model named in its header."""
     data = Path(path).read_bytes()
-    model = read_container(data).model
+    model = unpack(data).codec
     if model not in NEURAL_IMAGE_CODECS:
         raise CodecError(f"{path}: unknown model {model!r}; known: {', '.join(NEURAL_IMAGE_CODECS)}")
     return NEURAL_IMAGE_CODECS[model](device=device).decode(data, like=None)
