@@ -40,7 +40,7 @@ import numpy as np
 from mpq_assets.codecs.base import Codec, CodecError, Encoded, Item, Modality
 from mpq_assets.codecs.container import Container, pack, unpack
 from mpq_assets.settings import Settings, load_settings
-from mpq_assets.weights import ModelNotAvailableError
+from mpq_assets.weights import ModelNotAvailableError, WeightSource
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +59,22 @@ def _model_module() -> ModuleType:
     return hific_model
 
 
+def _hific_location(regime: str, settings: Settings) -> tuple[bool, str]:
+    hm = _model_module()
+    path = hm.converted_path(regime, settings.models_dir)
+    return path.exists() or hm.find_checkpoint(regime, settings.models_dir) is not None, str(path)
+
+
+def weight_source(regime: str) -> WeightSource:
+    """The ``mpq models`` entry of one regime: a public checkpoint placed by hand, converted once to safetensors
+    (there is no stable download URL)."""
+    return WeightSource(
+        f"hific-{regime}", "file", f"HiFiC generative image codec, {regime} regime (PyTorch re-training; Zenodo "
+        "4026003 / the project's README links)", "manual download",
+        locate=lambda settings: _hific_location(regime, settings),
+        fetch=lambda settings: str(_model_module().ensure_hific_weights(regime, settings.models_dir)))
+
+
 class HiFiC(Codec):
     """HiFiC-low / -med / -high (PyTorch port weights) with CompressAI entropy coding."""
 
@@ -68,6 +84,7 @@ class HiFiC(Codec):
     description = ("HiFiC (Mentzer et al. 2020), public PyTorch weights low/med/high (Justin-Tan port), "
                    "mean-scale hyperprior coded with CompressAI rANS; our .mpqc container")
     regimes: ClassVar[tuple[str, ...]] = HIFIC_REGIMES
+    weight_sources: ClassVar[tuple[WeightSource, ...]] = tuple(weight_source(r) for r in HIFIC_REGIMES)
 
     def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None,
                  settings: Settings | None = None) -> None:

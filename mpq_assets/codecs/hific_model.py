@@ -41,8 +41,9 @@ HiFiC-low and -high with ``-norm``) and ``likelihood_type`` (``gaussian``, or
 
 Loading is safe: :func:`convert_hific_checkpoint` reads a checkpoint once, with
 ``torch.load(weights_only=True)`` or, when its ``args`` pickles a class that loader
-refuses, with a restricted unpickler that keeps tensors and plain data and never imports
-or calls anything else; it writes ``$MPQ_MODELS/hific/<regime>.safetensors``. Every
+refuses, with the weights layer's restricted unpickler
+(:func:`mpq_assets.weights.unpickle.load_torch_restricted`), which keeps tensors and plain
+data and never imports or calls anything else; it writes ``$MPQ_MODELS/hific/<regime>.safetensors``. Every
 later load is safetensors only (:func:`load_hific_model`).
 
 What was verified against the public code (read, not run): module names, layer order,
@@ -72,9 +73,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import pickle
-import types
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,11 +83,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mpq_assets.artifacts import atomic_write_bytes
 from mpq_assets.codecs.batching import shape_batches
 from mpq_assets.device import exact_convolutions
 from mpq_assets.settings import load_settings
-from mpq_assets.weights import ModelNotAvailableError, sha256_file
+from mpq_assets.weights import ModelNotAvailableError, UnsafeCheckpointError, sha256_file
+from mpq_assets.weights.safe_load import load_checkpoint, read_safetensors, write_safetensors
+from mpq_assets.weights.unpickle import load_torch_restricted, plain_attributes
 
 HIFIC_REGIMES: tuple[str, ...] = ("low", "med", "high")
 # public file names per regime (the README links name the high one hific_hi.pt; some mirrors use hific_high.pt)
@@ -568,19 +567,14 @@ def ensure_hific_weights(regime: str, models_dir: Path | None = None) -> Path:
 
 def load_hific_model(path: str | Path, device: torch.device | str = "cpu") -> HiFiCModel:
     """Build the model from a converted ``.safetensors`` file (its metadata carries the configuration)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: HiFiC weights load from safetensors only; convert checkpoints once with "
                          "convert_hific_checkpoint()")
-    with safe_open(str(path), framework="pt") as fh:
-        metadata = fh.metadata() or {}
+    state, metadata = read_safetensors(path)
     if metadata.get("layout") != LAYOUT or "config" not in metadata:
         raise ValueError(f"{path} is not a converted HiFiC checkpoint (metadata layout {metadata.get('layout')!r})")
     config = HiFiCConfig(**json.loads(metadata["config"]))
-    state = load_file(str(path))
     with torch.device("meta"):
         model = HiFiCModel(config)
     model.load_state_dict(state, strict=True, assign=True)
@@ -590,100 +584,13 @@ def load_hific_model(path: str | Path, device: torch.device | str = "cpu") -> Hi
 # ----------------------------------------------------------------------------- conversion
 
 
-class _OpaqueMeta(type):
-    """Classes the restricted unpickler will not import: instances may be rebuilt as inert data, never called."""
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        raise pickle.UnpicklingError(
-            f"refusing to call {cls.global_name} while reading a checkpoint: only tensors, state dicts and "
-            "plain data are accepted"
-        )
-
-
-class _Opaque(metaclass=_OpaqueMeta):
-    """Stand-in for an instance of a class that is not imported; keeps its pickled attribute dict as ``state``."""
-
-    global_name = "?"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:
-        return object.__new__(cls)
-
-    def __setstate__(self, state: Any) -> None:
-        self.__dict__["state"] = state
-
-
-def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
-    """How protocol-2 pickles spell ``bytes`` (``_codecs.encode(text, 'latin1')``); no other codec is looked up."""
-    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
-        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r} while reading a checkpoint")
-    return text.encode("latin1")
-
-
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    allowed: dict[tuple[str, str], Any] = {
-        ("_codecs", "encode"): _latin1_bytes,
-        ("collections", "OrderedDict"): OrderedDict,
-        ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-        ("torch", "Size"): torch.Size,
-        ("torch", "device"): torch.device,
-        ("builtins", "set"): set,
-        ("builtins", "frozenset"): frozenset,
-        ("numpy", "dtype"): np.dtype,
-    }
-    if hasattr(torch._utils, "_rebuild_parameter_with_state"):
-        allowed[("torch._utils", "_rebuild_parameter_with_state")] = torch._utils._rebuild_parameter_with_state
-    from numpy.core.multiarray import scalar
-
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "scalar")] = scalar
-    for dtype_name in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType"):
-        dtype_cls = getattr(getattr(np, "dtypes", None), dtype_name, None)
-        if dtype_cls is not None:
-            allowed[("numpy.dtypes", dtype_name)] = dtype_cls
-    return allowed
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Rebuilds tensors, containers and plain data; other classes become inert ``_Opaque`` stand-ins."""
-
-    _allowed = _allowed_globals()
-
-    def find_class(self, module: str, name: str) -> Any:
-        hit = self._allowed.get((module, name))
-        if hit is not None:
-            return hit
-        return _OpaqueMeta(name, (_Opaque,), {"global_name": f"{module}.{name}", "__module__": __name__})
-
-
-def _restricted_load(fh: Any, **kwargs: Any) -> Any:
-    return _RestrictedUnpickler(fh, **kwargs).load()
-
-
-_RESTRICTED_PICKLE = types.SimpleNamespace(
-    __name__="mpq_restricted_pickle", Unpickler=_RestrictedUnpickler, load=_restricted_load
-)
-
-
 def _read_checkpoint(path: Path) -> tuple[Any, str]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), "torch.load(weights_only=True)"
-    except pickle.UnpicklingError:
+        return load_checkpoint(path, "HiFiC checkpoint"), "torch.load(weights_only=True)"
+    except UnsafeCheckpointError:
         pass  # e.g. ``args`` pickled as an instance of the training script's class
-    # torch's own loader (zip and legacy formats, storages), with every other global resolved by our allowlist
-    data = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RESTRICTED_PICKLE)
-    return data, "restricted unpickler (tensors and plain data only)"
-
-
-def _plain(value: Any) -> Any:
-    """The attributes of ``args``: a dict, or the attribute dict of an object rebuilt as inert data."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    state = getattr(value, "state", None) if isinstance(value, _Opaque) else getattr(value, "__dict__", None)
-    if isinstance(state, tuple) and len(state) == 2:  # (dict, slots) form
-        state = state[0]
-    return dict(state) if isinstance(state, Mapping) else {}
+    # torch's own loader (zip and legacy formats, storages), every other global resolved by the allow-list
+    return load_torch_restricted(path), "restricted unpickler (tensors and plain data only)"
 
 
 def _split_state(checkpoint: Any, source: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]]:
@@ -692,7 +599,7 @@ def _split_state(checkpoint: Any, source: Path) -> tuple[dict[str, torch.Tensor]
     raw = checkpoint.get("model_state_dict", checkpoint)
     if not isinstance(raw, Mapping):
         raise ValueError(f"{source}: 'model_state_dict' is a {type(raw).__name__}, not a state dict")
-    args = _plain(checkpoint.get("args", {}))
+    args = plain_attributes(checkpoint.get("args", {}))
     state: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
     for key, value in raw.items():
@@ -771,8 +678,6 @@ def convert_hific_checkpoint(src: str | Path, dst: str | Path, *, regime: str | 
         return dst
     if not src.is_file():
         raise FileNotFoundError(f"HiFiC checkpoint {src} does not exist")
-    from safetensors.torch import save
-
     checkpoint, reader = _read_checkpoint(src)
     state, args, dropped = _split_state(checkpoint, src)
     del checkpoint  # optimiser states and the discriminator: ~2/3 of a public file
@@ -792,5 +697,4 @@ def convert_hific_checkpoint(src: str | Path, dst: str | Path, *, regime: str | 
         "args": json.dumps({k: v for k, v in args.items() if isinstance(v, str | int | float | bool | None)},
                            sort_keys=True),
     }
-    atomic_write_bytes(dst, save(state, metadata=metadata))
-    return dst
+    return write_safetensors(dst, state, metadata)

@@ -94,7 +94,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -105,7 +104,10 @@ import numpy as np
 from mpq_assets.codecs.base import Codec, CodecError, Encoded, Modality
 from mpq_assets.codecs.container import Container, pack, unpack
 from mpq_assets.settings import Settings, load_settings
-from mpq_assets.weights import ModelNotAvailableError, sha256_file
+from mpq_assets.weights import ModelNotAvailableError, WeightSource, cached
+from mpq_assets.weights.files import download, hash_prefix, matches, verify
+from mpq_assets.weights.safe_load import load_checkpoint as load_checkpoint_file
+from mpq_assets.weights.safe_load import state_dict
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +120,6 @@ ARCHITECTURES: dict[str, tuple[str, tuple[int, ...]]] = {
     "cheng2020-anchor": ("cheng2020-anchor", tuple(range(1, 7))),
 }
 
-_CACHE: dict[tuple[str, int, str, str], Any] = {}
-_CACHE_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------- weights
@@ -177,64 +177,34 @@ def _how_to_get(name: str, folder: Path) -> str:
             "them under the same names.")
 
 
-def _hash_prefix(filename: str) -> str | None:
-    """The SHA-256 prefix torch hub names put before the extension (``mbt2018-1-3f36cd77.pth.tar``)."""
-    stem = filename.split(".", 1)[0]
-    prefix = stem.rsplit("-", 1)[-1]
-    return prefix if len(prefix) >= 8 and all(c in "0123456789abcdef" for c in prefix) else None
-
-
 def _download(name: str, quality: int, target: Path) -> None:
-    from torch.hub import download_url_to_file
-
-    url = checkpoint_url(name, quality)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s q=%d from %s", name, quality, url)
-    try:  # checks the SHA-256 prefix and renames into place only when it matches
-        download_url_to_file(url, str(target), hash_prefix=_hash_prefix(target.name), progress=False)
-    except Exception as exc:
-        raise ModelNotAvailableError(
-            f"{name} q={quality}: could not download {url} to {target}: {type(exc).__name__}: {exc}\n"
-            f"{_how_to_get(name, target.parent)}") from exc
+    download(checkpoint_url(name, quality), target, hash_prefix(target.name), _how_to_get(name, target.parent))
 
 
 def pull(name: str, directory: str | os.PathLike[str] | None = None) -> str:
     """Download (or verify) every quality of ``name`` into the hub cache; for ``mpq models pull``."""
     paths = checkpoint_paths(name, directory)
     for quality, path in zip(_arch(name)[1], paths, strict=True):
-        prefix = _hash_prefix(path.name)
-        if path.is_file() and (prefix is None or sha256_file(path).startswith(prefix)):
-            continue
-        _download(name, quality, path)
+        if not matches(path, hash_prefix(path.name)):
+            _download(name, quality, path)
     return str(paths[0].parent)
+
+
+def weight_source(name: str) -> WeightSource:
+    """The ``mpq models`` entry of ``name``: every quality's zoo checkpoint, checked against its file name's hash."""
+    paper = " (the paper's MBT2018)" if name == "mbt2018" else ""
+    use = f"learned image codec{paper}, {len(_arch(name)[1])} qualities"
+    return WeightSource(name, "download", use, "compressai zoo", locate=lambda settings: location(name, settings),
+                        fetch=lambda settings: pull(name, settings.compressai_weights))
 
 
 def load_checkpoint(name: str, quality: int, path: Path) -> Any:
     """A CompressAI model from a zoo checkpoint, read with ``weights_only=True``, in eval mode on CPU."""
-    import pickle
-
-    import torch
     from compressai.zoo import load_state_dict as rename_keys
     from compressai.zoo.image import model_architectures
 
-    prefix = _hash_prefix(path.name)
-    if prefix is not None and not sha256_file(path).startswith(prefix):
-        raise ModelNotAvailableError(
-            f"{path} does not match the SHA-256 prefix {prefix} in its name (truncated or replaced file); "
-            f"delete it and fetch it again.\n{_how_to_get(name, path.parent)}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ModelNotAvailableError(
-            f"refusing to load {path}: it is not a plain tensor checkpoint (torch.load with weights_only=True "
-            f"failed): {exc}") from exc
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ModelNotAvailableError(f"cannot read the CompressAI checkpoint {path}: {exc}") from exc
-    for key in ("state_dict", "network"):  # training checkpoints nest the weights
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
-            checkpoint = checkpoint[key]
-    if not isinstance(checkpoint, dict):
-        raise ModelNotAvailableError(f"{path} is not a state dict (found {type(checkpoint).__name__})")
+    verify(path, hash_prefix(path.name), _how_to_get(name, path.parent))
+    checkpoint = state_dict(load_checkpoint_file(path, "CompressAI checkpoint"), path, nested=("state_dict", "network"))
     arch = _arch(name)[0]
     try:
         model = model_architectures[arch].from_state_dict(rename_keys(checkpoint))
@@ -248,19 +218,17 @@ def load_checkpoint(name: str, quality: int, path: Path) -> Any:
 def _cached_model(name: str, quality: int, folder: Path, device: Any, offline: bool) -> Any:
     """The process-wide model for (name, quality, device, folder), loaded (or downloaded) once."""
     path = folder / checkpoint_filename(name, quality)
-    key = (name, quality, str(device), str(path))
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
+
+    def load() -> Any:
         if not path.is_file():
             if folder != hub_checkpoint_dir() or offline:
                 why = "downloads are off (MPQ_OFFLINE)" if folder == hub_checkpoint_dir() else f"{WEIGHTS_ENV} is set"
                 raise ModelNotAvailableError(
                     f"{name} q={quality}: the checkpoint {path} is missing and {why}.\n{_how_to_get(name, folder)}")
             _download(name, quality, path)
-        model = load_checkpoint(name, quality, path).to(device)
-        _CACHE[key] = model
-        return model
+        return load_checkpoint(name, quality, path).to(device)
+
+    return cached(("compressai", name, quality, str(device), str(path)), load)
 
 
 # --------------------------------------------------------------------------- codecs
@@ -566,12 +534,14 @@ class Mbt2018(NeuralImageCodec):
     name = "mbt2018"
     description = ("Minnen et al. 2018 joint autoregressive + hierarchical priors (CompressAI zoo, MSE), "
                    "qualities 1-8, .mpqc container")
+    weight_sources = (weight_source("mbt2018"),)
 
 
 class Cheng2020Anchor(NeuralImageCodec):
     name = "cheng2020-anchor"
     description = ("Cheng et al. 2020 anchor (residual blocks, autoregressive context; CompressAI zoo, MSE), "
                    "qualities 1-6, .mpqc container")
+    weight_sources = (weight_source("cheng2020-anchor"),)
 
 
 NEURAL_IMAGE_CODECS: dict[str, type[NeuralImageCodec]] = {"mbt2018": Mbt2018, "cheng2020-anchor": Cheng2020Anchor}
