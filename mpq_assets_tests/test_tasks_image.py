@@ -14,6 +14,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from mpq_assets.settings import load_settings
 from mpq_assets.tasks import scoring
 from mpq_assets.tasks.base import Prediction
 from mpq_assets.tasks.classification import ImageClassification
@@ -206,6 +207,59 @@ def test_tiny_segformer_predicts_and_scores(segformer_dir: Path, tmp_path: Path)
     assert all(r.value == 1.0 for r in rows)
     with pytest.raises(ValueError, match="reduce_labels=True"):
         task.score_labels(ids, preds, [np.full_like(a, 9) for a in ade])
+
+
+# ------------------------------------------------------------------ weights
+
+HUB = ("google/vit-base-patch16-224", "nateraw/vit-base-beans", "nvidia/segformer-b0-finetuned-ade-512-512")
+WHISPER = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en", "large-v3")
+
+
+def test_tasks_declare_their_weight_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each task class names the models `mpq models` lists for it, and finds them in the settings' caches."""
+    declared = [s for cls in TASKS.values() for s in cls.weight_sources]
+    sources = {s.name: s for s in declared}
+    assert len(sources) == len(declared)  # one declaration per name
+    assert set(sources) == {*HUB, *WHISPER, "efficientnet-lite0", "tiny.en-ct2", "htdemucs", "hdemucs_mmi"}
+    kinds = {name: s.kind for name, s in sources.items()}
+    assert kinds == {**dict.fromkeys(HUB, "hub"), **dict.fromkeys(WHISPER, "download"),
+                     "efficientnet-lite0": "package", "tiny.en-ct2": "package",
+                     "htdemucs": "download", "hdemucs_mmi": "download"}
+    assert {s.name for s in SemanticSegmentation.weight_sources} == {HUB[2]}
+    assert all(sources[n].origin == n and sources[n].fetch is not None for n in HUB)
+    assert sources["efficientnet-lite0"].fetch is None and sources["tiny.en-ct2"].fetch is None
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    settings = load_settings()
+    tiny = tmp_path / "xdg" / "whisper" / "tiny.pt"
+    assert sources["tiny"].locate(settings) == (False, str(tiny))
+    tiny.parent.mkdir(parents=True)
+    tiny.write_bytes(b"x")
+    assert sources["tiny"].locate(settings) == (True, str(tiny))
+
+    present, where = sources["htdemucs"].locate(settings)
+    assert not present and where == str(tmp_path / "torch" / "hub" / "checkpoints" / "955717e8-8726e21a.th")
+    present, where = sources["hdemucs_mmi"].locate(settings)
+    assert not present
+    for path in where.split(", "):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(b"x")
+    assert sources["hdemucs_mmi"].locate(settings) == (True, where)
+
+    assert sources[HUB[0]].locate(settings) == (False, "HuggingFace cache")
+    snapshot = tmp_path / "hf" / "models--google--vit-base-patch16-224" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    assert sources[HUB[0]].locate(settings) == (True, str(snapshot))
+
+    for name, inside in (("efficientnet-lite0", ".pth"), ("tiny.en-ct2", "model")):
+        present, where = sources[name].locate(settings)  # shipped in installed wheels: the files themselves
+        assert present and where.endswith(inside) and Path(where).exists()
+        assert sources[name].pull(settings) == where
 
 
 # -------------------------------------------------------------------- scoring

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from mpq_assets.tasks import sdr, separation
 from mpq_assets.tasks.base import Prediction
 from mpq_assets.tasks.hf import ModelNotAvailableError
 from mpq_assets.tasks.separation import SourceSeparation, UnsafeCheckpointError
+from mpq_assets.weights import MODEL_CACHE, errors
 
 pytestmark = pytest.mark.fast  # the `make check` tier
 
@@ -70,8 +72,10 @@ def _clip(rate: int, channels: int, seconds: float, seed: int = 0) -> Audio:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_model_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(separation, "_MODELS", {})
+def _fresh_model_cache() -> Iterator[None]:
+    MODEL_CACHE.clear("demucs")
+    yield
+    MODEL_CACHE.clear("demucs")
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +280,7 @@ class _Evil:
 
 
 def test_th_with_foreign_objects_is_refused(tmp_path: Path) -> None:
+    assert UnsafeCheckpointError is errors.UnsafeCheckpointError  # one refusal error, still importable here
     package = _package(_tiny_hdemucs())
     package["training_args"] = _Evil(tmp_path / "pwned")
     torch.save(package, tmp_path / "evil.th")
@@ -323,7 +328,7 @@ def test_hf_cache_bag_loads_offline(offline_caches: Path) -> None:
     assert isinstance(loaded, BagOfModels) and loaded.sources == SOURCES
     expected = SourceSeparation.from_model(model).predict([_clip(44100, 2, 1.0)])[0].array
     np.testing.assert_allclose(task.predict([_clip(44100, 2, 1.0)])[0].array, expected, atol=1e-5)
-    assert separation._MODELS[("htdemucs", "cpu")] is loaded  # cached per (name, device)
+    assert MODEL_CACHE.get(("demucs", "htdemucs", "cpu"), lambda: None) is loaded  # cached per (name, device)
 
     _write_safetensors(snapshot / "abcd1234.safetensors", model, klass="os.system")
     with pytest.raises(UnsafeCheckpointError, match="not a demucs model class"):

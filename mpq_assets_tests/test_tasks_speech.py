@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 from dataclasses import asdict
@@ -22,9 +23,10 @@ import pytest
 import torch
 
 from mpq_assets.media.audio import Audio, load_audio
-from mpq_assets.settings import REPO_ROOT
+from mpq_assets.settings import REPO_ROOT, load_settings
 from mpq_assets.tasks import wer
 from mpq_assets.tasks.base import ModelNotAvailableError, Prediction
+from mpq_assets.tasks.registry import make_task
 from mpq_assets.tasks.speech import (
     CT2_TINY_EN,
     SpeechRecognition,
@@ -146,6 +148,18 @@ def test_missing_models_say_how_to_get_them(tmp_path: Path, monkeypatch: pytest.
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotAvailableError, match="model.bin"):
         SpeechRecognition(model=str(tmp_path / "empty")).load()
+
+
+def test_settings_given_to_make_task_choose_the_whisper_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment's settings, not the process environment, say where checkpoints are and whether to download."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "environment"))
+    monkeypatch.delenv("MPQ_OFFLINE", raising=False)
+    settings = dataclasses.replace(load_settings(), offline=True, whisper_cache=tmp_path / "given")
+    task = make_task("asr", device="cpu", settings=settings, model="tiny")
+    assert make_task("asr", device="cpu", settings=settings, model="tiny") is task
+    with pytest.raises(ModelNotAvailableError, match="downloads are off") as err:
+        task.load()
+    assert str(tmp_path / "given" / "tiny.pt") in str(err.value) and "environment" not in str(err.value)
 
 
 # -------------------------------------------------------------- real tiny.en (CTranslate2)

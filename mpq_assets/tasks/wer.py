@@ -30,23 +30,22 @@ Conventions, stated once:
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-_NORMALIZER: Any = None
-_LOCK = threading.Lock()
+from mpq_assets.weights.cache import cached
+
+
+def _english_normalizer() -> Any:
+    from whisper.normalizers import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
 
 
 def _normalizer() -> Any:
-    global _NORMALIZER
-    with _LOCK:
-        if _NORMALIZER is None:
-            from whisper.normalizers import EnglishTextNormalizer
-
-            _NORMALIZER = EnglishTextNormalizer()
-        return _NORMALIZER
+    """Whisper's normaliser, built once per process (it compiles a few hundred regular expressions)."""
+    return cached(("wer-normalizer",), _english_normalizer)
 
 
 def normalize(text: str | None) -> str:
