@@ -50,9 +50,10 @@ def checkpoint_id(model: str) -> str:
 
 def load_hf(loader: Callable[..., Any], model: str, what: str, settings: Settings | None = None) -> Any:
     """``loader.from_pretrained(model)`` with the offline rule and a clear error when it is missing."""
-    local_only = hub_offline(settings)
-    try:
-        return loader.from_pretrained(checkpoint_id(model), local_files_only=local_only)
+    settings = settings or load_settings()
+    try:  # the settings' hub cache: huggingface_hub itself reads HF_HUB_CACHE once, at import
+        return loader.from_pretrained(checkpoint_id(model), local_files_only=settings.hub_offline,
+                                      cache_dir=str(settings.hf_hub_cache))
     except OSError as exc:
         if Path(model).expanduser().is_dir():
             raise ModelNotAvailableError(
@@ -60,7 +61,7 @@ def load_hf(loader: Callable[..., Any], model: str, what: str, settings: Setting
                 "The folder needs the files written by save_pretrained() (config.json, weights, "
                 "preprocessor_config.json).") from exc
         where = ("is not in the local HuggingFace cache and downloads are off (MPQ_OFFLINE / HF_HUB_OFFLINE)"
-                 if local_only else "could not be found locally nor downloaded from the HuggingFace hub")
+                 if settings.hub_offline else "could not be found locally nor downloaded from the HuggingFace hub")
         raise ModelNotAvailableError(
             f"{what} {model!r} {where}.\nTo get it: run once on a machine with network access "
             f"(it is cached under ~/.cache/huggingface), or `huggingface-cli download {model}` "
