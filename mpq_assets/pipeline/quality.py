@@ -23,21 +23,16 @@ from mpq_assets.pipeline.step import Key, StepSummary, errors_frame, failed_note
 from mpq_assets.pipeline.workers import in_order, pool_workers
 from mpq_assets.settings import Settings
 from mpq_assets.store import ResultsStore
+from mpq_assets.weights import cached
 
 log = logging.getLogger(__name__)
-
-
-_WORKER_METRICS: dict[str, Any] = {}
 
 
 def _metric(name: str, device: str, settings: Settings) -> Any:
     """One metric object per (name, device, model folder) in a process (LPIPS loads its network once)."""
     from mpq_assets.quality.registry import make_metric
 
-    key = f"{name}@{device}@{settings.models_dir}"
-    if key not in _WORKER_METRICS:
-        _WORKER_METRICS[key] = make_metric(name, device, settings)
-    return _WORKER_METRICS[key]
+    return cached(("metric", name, device, str(settings.models_dir)), lambda: make_metric(name, device, settings))
 
 
 @dataclass(frozen=True)
