@@ -99,3 +99,22 @@ def test_dagster_only_in_the_wiring_and_lower_layers_import_nothing_above() -> N
         if layer in LOWER:
             above = sorted(t for t in targets if _top(t) not in LOWER[layer] | {layer, ""})
             assert not above, f"{module} ({layer}) imports {above}"
+
+
+def _environment_reads(tree: ast.AST) -> list[int]:
+    """Lines that read the environment: ``os.getenv(...)``, ``os.environ.get(...)``, ``os.environ[...]`` loads."""
+    lines = []
+    for node in ast.walk(tree):
+        text = ast.unparse(node) if isinstance(node, ast.Call | ast.Subscript) else ""
+        call = isinstance(node, ast.Call) and text.startswith(("os.getenv(", "os.environ.get(", "os.environ.items("))
+        load = isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and text.startswith("os.environ[")
+        if call or load:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_settings_and_the_wiring_read_the_environment() -> None:
+    allowed = {"settings", "deploy", "defs", "bench"}  # bench sets up and restores its own runs
+    readers = {_module(p): lines for p in PACKAGE.rglob("*.py")
+               if _top(_module(p)) not in allowed and (lines := _environment_reads(ast.parse(p.read_text("utf-8"))))}
+    assert not readers, f"read the environment outside settings.py: {readers}"
