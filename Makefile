@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mpq-installed
-# Debian packages needed at run time (none yet: Pillow, PyAV and soundfile wheels bundle their codecs)
-APT_RUNTIME :=
+# Debian packages needed at run time (Pillow, PyAV and soundfile wheels bundle their codecs; Codec 2 is
+# Debian's c2enc/c2dec)
+APT_RUNTIME := codec2
 # Debian packages the test suite needs: headless Chromium loads the Dagster UI in the end-to-end test
 APT_TEST := chromium
 # Debian packages needed only to regenerate the committed demo audio

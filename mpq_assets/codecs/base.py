@@ -54,6 +54,9 @@ class Codec(ABC):
     # several ``batch_size`` batches (the neural codecs make both properties of their device and settings)
     batched: ClassVar[bool] = False
     batch_size: ClassVar[int] = 1
+    # `mpq demo` runs this codec by default (fixed-setting and fixed-scale variants say no: a single point or a
+    # slice of an adaptive codec adds time, not a curve); naming it with --codec still runs it
+    in_demo: ClassVar[bool] = True
 
     @classmethod
     def available(cls) -> bool:

@@ -15,10 +15,20 @@ from importlib.metadata import entry_points
 
 from mpq_assets.codecs.audio_av import Aac, Mp3, Opus
 from mpq_assets.codecs.base import Codec, Modality
+from mpq_assets.codecs.codec2 import Codec2
 from mpq_assets.codecs.hific import HiFiC, HiFiCLo
 from mpq_assets.codecs.image_pillow import Avif, Jpeg, JpegXl, WebP
 from mpq_assets.codecs.neural_audio import Encodec24, Encodec24Lm, Encodec48, Encodec48Lm
 from mpq_assets.codecs.neural_image import Cheng2020Anchor, Mbt2018
+from mpq_assets.codecs.paper import Encodec6k, JpegQ5, Mbt2018Q1, Mp38k, Opus6k, WebPQ0
+from mpq_assets.codecs.scaled import (
+    JpegAdaptiveScale,
+    JpegScaled2,
+    JpegScaled4,
+    WebPAdaptiveScale,
+    WebPScaled2,
+    WebPScaled4,
+)
 from mpq_assets.construct import build
 from mpq_assets.settings import Settings
 
@@ -41,6 +51,21 @@ BUILTIN_CODECS: dict[str, type[Codec]] = {
     "encodec-48khz": Encodec48,
     "encodec-24khz-lm": Encodec24Lm,  # with the package's entropy-coding LM (needs its checkpoint too)
     "encodec-48khz-lm": Encodec48Lm,
+    "codec2": Codec2,  # Debian's c2enc/c2dec: speech down to 600 bit/s
+    # reduced resolution (codecs/scaled.py): (scale, quality) per item, and fixed scales
+    "jpeg-scaled": JpegAdaptiveScale,
+    "webp-scaled": WebPAdaptiveScale,
+    "jpeg-s2": JpegScaled2,
+    "jpeg-s4": JpegScaled4,
+    "webp-s2": WebPScaled2,
+    "webp-s4": WebPScaled4,
+    # the paper's fixed settings (codecs/paper.py): one rung each
+    "jpeg-q5": JpegQ5,
+    "webp-q0": WebPQ0,
+    "mbt2018-q1": Mbt2018Q1,
+    "opus-6k": Opus6k,
+    "mp3-8k": Mp38k,
+    "encodec-6k": Encodec6k,
 }
 
 
@@ -72,8 +97,9 @@ def codec_classes(modality: Modality | None = None) -> dict[str, type[Codec]]:
     }
 
 
-def codec_names(modality: Modality | None = None) -> list[str]:
-    return list(codec_classes(modality))
+def codec_names(modality: Modality | None = None, demo_only: bool = False) -> list[str]:
+    """Usable codec names; ``demo_only`` keeps those ``mpq demo`` runs by default (``Codec.in_demo``)."""
+    return [name for name, cls in codec_classes(modality).items() if cls.in_demo or not demo_only]
 
 
 def get_codec(name: str, device: str | None = None, batch_size: int | None = None,

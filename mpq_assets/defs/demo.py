@@ -188,7 +188,7 @@ def run_demo(
         if skip_metrics:
             exp = dataclasses.replace(exp, quality_metrics=tuple(m for m in exp.quality_metrics
                                                                  if m not in skip_metrics))
-        chosen = codecs if codecs is not None else codec_names(exp.modality)
+        chosen = codecs if codecs is not None else codec_names(exp.modality, demo_only=True)
         mine = [c for c in chosen if c in codec_names(exp.modality)]
         say(f"\n== {name}: {exp.description}")
         mine = [c for c in mine if codec_ready(c, say, settings)]
