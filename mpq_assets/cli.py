@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="materialise the embedded offline demo and print the summary")
     demo.add_argument("--experiments", nargs="*", help="default: all demo experiments")
-    demo.add_argument("--codecs", nargs="*", help="default: every registered codec of each modality")
+    demo.add_argument("--codecs", nargs="*", help="default: every registered codec of each modality but the "
+                      "fixed-setting and fixed-scale variants")
     demo.add_argument("--bitrates", nargs="*", choices=RATIOS, help="default: the whole ratio grid")
     demo.add_argument("--skip-metrics", nargs="*", metavar="METRIC",
                       help="leave out quality metrics, e.g. cdpam dnsmos (CDPAM is ~3 s per clip on CPU)")
