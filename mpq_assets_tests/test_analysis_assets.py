@@ -96,7 +96,8 @@ def test_html_report_holds_tables_and_plots(demo_run) -> None:
     assert path == settings.reports_dir / "demo_images.html" and path.is_file()
     text = path.read_text(encoding="utf-8")
     for heading in ("Operating points per codec", "Rate curves", "BD-rate against every anchor",
-                    "Best quality predictor", "All correlations", "Failures"):
+                    "Best quality predictor", "All correlations", "Where compression helped",
+                    "Paired differences to the uncompressed items", "Failures"):
         assert heading in text
     assert len(_PNG.findall(text)) >= 2 and "<script" not in text
     index = (settings.reports_dir / "index.html").read_text(encoding="utf-8")
@@ -111,3 +112,30 @@ def test_analyses_of_an_empty_experiment_write_nothing_and_do_not_fail(store) ->
     assert analyse.rate_curves(exp, store).empty
     assert analyse.figures(exp, store) == {}
     assert store.query("SELECT count(*) AS n FROM rate_curves")["n"][0] == 0
+
+
+def test_compression_gains_on_the_demo_run(demo_run) -> None:
+    _, store, _, results = demo_run
+    for name in DEMO_PLAN:
+        paired = store.query("SELECT * FROM paired_differences WHERE experiment = ?", [name])
+        points = store.query("SELECT count(*) AS n FROM operating_points WHERE experiment = ?", [name])["n"][0]
+        meta = _metadata(results, name, "compression_gains")
+        assert meta["rows"].value == len(paired) and "compression_helped" in meta
+        labelled = store.query("SELECT count(*) AS n FROM task_scores WHERE experiment = ? AND codec = 'reference' "
+                               "AND item_id IS NOT NULL", [name])["n"][0]
+        if not labelled:  # demo_music's separator has no offline weights here: no task rows, an empty table
+            assert paired.empty
+            continue
+        assert len(paired) and (paired.groupby(["task", "metric"]).size() == points).all(), name
+        # with every item scored on both sides, each side is the stored partition score
+        stored = store.query("SELECT point, task, metric, value, reference_value FROM rate_task WHERE "
+                             "experiment = ?", [name])
+        both = paired.merge(stored, on=["point", "task", "metric"])
+        full = both[both["note"].isna()]
+        assert len(full) and np.allclose(full["compressed"], full["value"]), name
+        assert np.allclose(full["reference"], full["reference_value"]), name
+        assert (full["ci_low"] <= full["difference"] + 1e-12).all() and (full["difference"] <= full["ci_high"]
+                                                                        + 1e-12).all()
+        assert not (paired["helped"] & paired["hurt"]).any()
+    top1 = store.query("SELECT * FROM paired_differences WHERE experiment = 'demo_images' AND metric = 'top1'")
+    assert (top1["items"] == 5).all()  # the five labelled photos

@@ -63,7 +63,7 @@ def _bootstrap_indices(n_groups: int, n_boot: int, seed: int, n_rows: int | None
         done += k
 
 
-def _bootstrap_weights(codes: np.ndarray, n_groups: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+def bootstrap_weights(codes: np.ndarray, n_groups: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
     """Cluster resamples as integer row weights, in chunks of shape (k, n_rows).
 
     ``codes`` maps each row to its group in 0..n_groups-1. A row's weight in a resample is how often its group was
@@ -147,7 +147,7 @@ def _bootstrap_statistics(
         x_values, x_code = np.unique(xa, return_inverse=True)
         y_values, y_code = np.unique(ya, return_inverse=True)
     samples: dict[str, list[np.ndarray]] = {m: [] for m in methods}
-    for w in _bootstrap_weights(codes, n_groups, n_boot, seed):
+    for w in bootstrap_weights(codes, n_groups, n_boot, seed):
         drawn = w > 0
         ok = _varies(xa, x_order, drawn) & _varies(ya, y_order, drawn)
         wf = w.astype(float)

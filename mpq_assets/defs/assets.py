@@ -25,6 +25,7 @@ from mpq_assets.defs.partitions import codec_bitrate_partitions, split_key
 from mpq_assets.defs.resources import MpqResource
 from mpq_assets.experiments import Experiment
 from mpq_assets.pipeline import analyse
+from mpq_assets.pipeline import gains as gains_step
 from mpq_assets.pipeline import predict as predict_step
 from mpq_assets.pipeline import quality as quality_step
 from mpq_assets.pipeline import scores as scores_step
@@ -33,7 +34,8 @@ from mpq_assets.pipeline.ingest import ingest
 from mpq_assets.pipeline.step import StepSummary
 
 GPU_POOL = "gpu"
-ANALYSES = ("rate_curves", "correlations", "report")  # unpartitioned, computed over every partition
+# unpartitioned, computed over every partition
+ANALYSES = ("rate_curves", "correlations", "compression_gains", "report")
 
 
 def _markdown_table(frame: Any, limit: int = 40) -> MetadataValue:
@@ -166,7 +168,8 @@ def _experiment_assets(experiment: Experiment, gpu_op_tags: Mapping[str, Any] | 
 
 
 def analysis_assets(experiment: Experiment, sweep: list[AssetsDefinition]) -> list[AssetsDefinition]:
-    """rate_curves, correlations (when the experiment has tasks and quality metrics) and the HTML report."""
+    """rate_curves, correlations (when the experiment has tasks and quality metrics), compression_gains (when it
+    has tasks) and the HTML report."""
     name = experiment.name
     keys = {a.key.path[-1]: a.key for a in sweep}
     common = dict(group_name=name, kinds={"duckdb", "python"}, automation_condition=analysis_condition())
@@ -205,6 +208,21 @@ def analysis_assets(experiment: Experiment, sweep: list[AssetsDefinition]) -> li
                                                **_figure_metadata(figs)})
 
         analyses.append(correlations)
+
+    if experiment.tasks:
+        @asset(key=[name, "compression_gains"], deps=measured, description="Each labelled task measure at each "
+               "distinct operating point minus its score on the same items uncompressed, with a paired bootstrap "
+               "95% interval that resamples items; flags points where compression helped (or hurt) with the "
+               "interval excluding 0, and Benjamini-Hochberg q-values over the experiment.", **common)
+        def compression_gains(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
+            table = gains_step.compression_gains(experiment, mpq.store())
+            cols = ["task", "metric", "point", "ratio", "items", "reference", "compressed", "difference", "ci_low",
+                    "ci_high", "q_value"]
+            helped, hurt = table.loc[table["helped"].astype(bool)], table.loc[table["hurt"].astype(bool)]
+            return MaterializeResult(metadata={"rows": len(table), "helped": len(helped), "hurt": len(hurt),
+                                               "compression_helped": _markdown_table(helped[cols])})
+
+        analyses.append(compression_gains)
 
     @asset(key=[name, "report"], deps=[a.key for a in analyses], description=f"Static HTML report of {name} "
            "(tables and plots) under the reports folder (data/reports/ by default).",

@@ -8,7 +8,7 @@
   automation sensor emits all of them as ONE backfill; our single-run backfill
   policy then runs each asset once over every new partition (models load once).
 - ``reference_predictions`` is eager: it follows the dataset.
-- The analyses (``correlations``, ``rate_curves``, ``report``) recompute after
+- The analyses (``correlations``, ``rate_curves``, ``compression_gains``, ``report``) recompute after
   any partition upstream updates, once nothing upstream is still running. They
   deliberately do not wait for *every* partition (a codec that cannot run here
   would block them forever); they analyse what exists.

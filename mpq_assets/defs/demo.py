@@ -129,8 +129,8 @@ def prepare_dagster_home(home: str | os.PathLike[str]) -> None:
 
 
 def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str] = ()) -> dict[str, pd.DataFrame]:
-    """The demo's short view of the analyses: BD-rate / 95%-kept ratio on headline task measures and
-    the best quality predictor of each task measure (partition level, Spearman)."""
+    """The demo's short view of the analyses: BD-rate / 95%-kept ratio on headline task measures, the best
+    quality predictor of each task measure (partition level, Spearman) and where compression helped."""
     points = point_summary(store, experiment)
     curves = store.query("SELECT codec, measure, points, merged, missed, anchor, bd_rate, "
                          "coalesce(bd_rate_note, '') AS bd_note, kept_ratio, coalesce(kept_note, '') AS kept_note "
@@ -149,6 +149,11 @@ def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str
     wrong = store.query("SELECT task || '.' || task_metric AS task_measure, quality_metric, r, n FROM "
                         "correlation_ranking WHERE experiment = ? AND level = 'partition' AND method = 'spearman' "
                         "AND wrong_sign ORDER BY task_measure, quality_metric", [experiment])
+    gains = store.query("SELECT task || '.' || metric AS task_measure, count(*) AS points, "
+                        "count(*) FILTER (WHERE helped) AS helped, count(*) FILTER (WHERE hurt) AS hurt, "
+                        "string_agg(CASE WHEN helped THEN point END, ', ' ORDER BY ratio) AS helped_at "
+                        "FROM paired_differences WHERE experiment = ? GROUP BY ALL ORDER BY task_measure",
+                        [experiment])
     tables = {}
     if len(points):
         tables["operating points per codec (every analysis counts distinct points: merged = duplicate "
@@ -162,6 +167,9 @@ def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str
         tables["best quality predictor per task measure (Spearman r over distinct points, 95% CI)"] = best
     if len(wrong):
         tables["correlations with the wrong sign (worse quality, better task score): never ranked"] = wrong
+    if len(gains):
+        tables["compression vs the uncompressed items, per task measure: distinct points where the paired 95% "
+               "interval (items resampled) is above 0 (helped) or below (hurt)"] = gains
     return tables
 
 

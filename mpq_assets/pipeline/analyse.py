@@ -412,6 +412,11 @@ def write_report(experiment: Experiment, store: ResultsStore, reports_dir: Path,
     corr = store.query("SELECT * EXCLUDE (experiment, created_at) FROM correlations WHERE experiment = ? "
                        "ORDER BY level DESC, task, task_metric, method, quality_metric", [name])
     failures = store.query("SELECT stage, codec, bitrate, item_id, error FROM failures WHERE experiment = ?", [name])
+    gains = store.query("SELECT * EXCLUDE (experiment) FROM compression_gains WHERE experiment = ?", [name])
+    paired = store.query("SELECT task, metric, point, ratio, items, reference, compressed, difference, ci_low, "
+                         "ci_high, p_value, q_value, helped, hurt, note FROM paired_differences WHERE experiment = ? "
+                         "ORDER BY task, metric, codec, ratio", [name])
+    gains_title = "Where compression helped: better than on the uncompressed items, paired 95% interval above 0"
     curve_title = "Rate curves: BD-rate and the highest ratio keeping 95% of the reference"
     tables = {
         "Operating points per codec": point_summary(store, name),
@@ -422,6 +427,8 @@ def write_report(experiment: Experiment, store: ResultsStore, reports_dir: Path,
         "Best quality predictor of each task metric": ranking,
         "Correlations with the wrong sign (never ranked)": wrong,
         "All correlations": corr,
+        gains_title: gains,
+        "Paired differences to the uncompressed items": paired,
         "Failures": failures,
     }
     notes = {
@@ -438,6 +445,10 @@ def write_report(experiment: Experiment, store: ResultsStore, reports_dir: Path,
             "(partition) or (item, point) pairs (item); ci_low/ci_high: bootstrap 95% interval (item level "
             "resamples items).",
     }
+    notes[gains_title] = (
+        "difference = compressed - reference over the same items (the task's own aggregate on both sides); "
+        "ci_low/ci_high resample items, the same draw on both sides; q_value: Benjamini-Hochberg over every "
+        "task measure and point of the experiment, the expected share of chance findings among those flagged.")
     page = experiment_page(f"MPQ report: {name}", experiment.description, tables,
                            figs if figs is not None else figures(experiment, store), notes)
     return write_experiment_report(reports_dir, name, page)

@@ -22,6 +22,7 @@ PARTITION_KEYS: dict[str, tuple[str, ...]] = {
     "correlations": ("experiment",),
     "rate_curves": ("experiment",),
     "bd_rates": ("experiment",),
+    "paired_differences": ("experiment",),
 }
 _MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 

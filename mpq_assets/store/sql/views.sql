@@ -127,3 +127,12 @@ SELECT *, abs(r) AS abs_r,
                                            (r IS NOT NULL AND isfinite(r) AND coalesce(r * expected_sign > 0, true))
                               ORDER BY abs(r) DESC NULLS LAST, quality_metric) END AS rank
 FROM correlations;
+
+-- Where compression helped: the compressed score is better than on the uncompressed items with the
+-- paired 95% interval excluding 0 (q_value: the false-discovery rate among the flagged of the experiment).
+CREATE OR REPLACE VIEW compression_gains AS
+SELECT experiment, task, metric, codec, point, bitrates, ratio, items, reference, compressed, difference,
+       ci_low, ci_high, p_value, q_value, note
+FROM paired_differences
+WHERE helped
+ORDER BY experiment, task, metric, ratio;
