@@ -11,7 +11,7 @@ APT_RUNTIME := codec2
 # Debian packages the test suite needs: headless Chromium loads the Dagster UI in the end-to-end test
 APT_TEST := chromium
 # Debian packages needed only to regenerate the committed demo audio
-APT_DEMO_DATA := flite fluidsynth fluid-soundfont-gm
+APT_DEMO_DATA := flite fluidsynth fluid-soundfont-gm espeak-ng
 DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 PORT ?= 3000
 
@@ -58,11 +58,12 @@ dev: install
 	@$(BIN)/python -c "from mpq_assets.defs.demo import prepare_dagster_home; prepare_dagster_home('$(DAGSTER_HOME)')"
 	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
-# Regenerates data/demo_speech and data/demo_music (the committed files are what this makes).
+# Regenerates data/demo_speech, data/demo_music and data/demo_commands (the committed files are what this makes).
 demo-data: install
 	@$(MAKE) --no-print-directory system-deps PKGS="$(APT_DEMO_DATA)"
 	$(BIN)/python -m pip install -q -e '.[demo-data]'
 	$(BIN)/python scripts/generate_demo_audio.py
+	$(BIN)/python scripts/generate_demo_commands.py
 
 clean:
 	rm -rf data/mpq.duckdb data/mpq.duckdb.wal data/artifacts data/reports data/dagster_home

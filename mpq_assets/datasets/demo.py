@@ -5,6 +5,8 @@
   (several acceptable names separated by ``|``).
 - ``demo_speech``: flite-synthesised sentences at 48 kHz mono with exact
   transcripts (``data/demo_speech``, made by ``scripts/generate_demo_audio.py``).
+- ``demo_commands``: espeak-ng / flite command words at 16 kHz, split into
+  train and test by voice (``data/demo_commands``, ``scripts/generate_demo_commands.py``).
 - ``demo_music``: Bach chorale excerpts rendered per voice (``data/demo_music``);
   the item is the mixture, the stems are listed in ``extra``.
 """
@@ -103,6 +105,36 @@ class DemoSpeech(Dataset):
                     label=row["text"],
                     extra={"voice": row["voice"]},
                 )
+
+
+class DemoCommands(Dataset):
+    """1 s, 16 kHz synthetic command words (espeak-ng and flite voices); label = the word.
+
+    ``split`` picks the voices: ``train`` and ``test`` are disjoint by voice (``labels.csv`` says which), ``all``
+    is both, so a model trained on one split is tested on speakers it never heard."""
+
+    modality: ClassVar[Modality] = "audio"
+    SPLITS: ClassVar[tuple[str, ...]] = ("train", "test", "all")
+
+    def __init__(self, split: str = "test", root: str | Path | None = None, settings: Settings | None = None) -> None:
+        if split not in self.SPLITS:
+            raise ValueError(f"demo_commands: split must be one of {', '.join(self.SPLITS)}, not {split!r}")
+        self.split = split
+        self.root = Path(root) if root else (settings or load_settings()).demo_data_dir / "demo_commands"
+
+    def items(self) -> Iterator[ItemSource]:
+        table = self.root / "labels.csv"
+        if not table.exists():
+            raise FileNotFoundError(f"{table} is missing; run scripts/generate_demo_commands.py")
+        with table.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if self.split != "all" and row["split"] != self.split:
+                    continue
+                item_id = check_item_id(row["item_id"])
+                path = safe_join(self.root, f"{item_id}.flac")
+                yield ItemSource(item_id, f"demo_commands/{item_id}.flac ({row['voice']})",
+                                 lambda p=path: load_audio(p), label=row["word"],
+                                 extra={"voice": row["voice"], "split": row["split"]})
 
 
 class DemoMusic(Dataset):

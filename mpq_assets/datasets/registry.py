@@ -7,7 +7,7 @@ from typing import Any
 
 from mpq_assets.construct import build
 from mpq_assets.datasets.base import Dataset
-from mpq_assets.datasets.demo import DemoImages, DemoMusic, DemoSpeech
+from mpq_assets.datasets.demo import DemoCommands, DemoImages, DemoMusic, DemoSpeech
 from mpq_assets.datasets.folder import AudioFolder, ImageFolder, MusdbStems, StemsFolder
 from mpq_assets.datasets.huggingface import HuggingFaceAudio, HuggingFaceImages
 from mpq_assets.settings import Settings
@@ -16,6 +16,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "demo_images": DemoImages,
     "demo_speech": DemoSpeech,
     "demo_music": DemoMusic,
+    "demo_commands": DemoCommands,
     "image_folder": ImageFolder,
     "audio_folder": AudioFolder,
     "stems_folder": StemsFolder,
