@@ -50,6 +50,11 @@ def masks_dir(settings: Settings, dataset: str, split: str) -> Path:
     return safe_join(settings.artifacts_dir, "hf_masks", dataset.replace("/", "__"), split)
 
 
+def trained_model_path(settings: Settings, experiment: str, codec: str, bitrate: str, seed: int) -> Path:
+    """Where a model trained on one training variant with one seed is saved (safetensors)."""
+    return safe_join(settings.artifacts_dir, experiment, "trained", f"{codec}__{bitrate}", f"seed{seed}.safetensors")
+
+
 def report_path(reports_dir: Path, experiment: str) -> Path:
     return safe_join(reports_dir, f"{experiment}.html")
 

@@ -11,7 +11,13 @@ from mpq_assets.analysis.correlation import (
     correlation_table,
     rank_quality_metrics,
 )
-from mpq_assets.analysis.plots import correlation_heatmap, png_markdown, rate_curve_plot, scatter_plot
+from mpq_assets.analysis.plots import (
+    correlation_heatmap,
+    matrix_heatmap,
+    png_markdown,
+    rate_curve_plot,
+    scatter_plot,
+)
 
 __all__ = [
     "METHODS",
@@ -23,6 +29,7 @@ __all__ = [
     "correlation_heatmap",
     "correlation_table",
     "highest_ratio_kept",
+    "matrix_heatmap",
     "monotone_curve",
     "png_markdown",
     "rank_quality_metrics",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -126,6 +127,34 @@ def correlation_heatmap(corr: pd.DataFrame, *, title: str) -> bytes:
     ax.set_yticks(range(grid.shape[0]), [str(c) for c in grid.index], fontsize=7)
     ax.set_title(title, fontsize=9)
     bar = fig.colorbar(image, ax=ax, shrink=0.9)
+    bar.ax.tick_params(labelsize=6)
+    return _png(fig)
+
+
+def matrix_heatmap(cells: pd.DataFrame, *, rows: Sequence[str], columns: Sequence[str], title: str,
+                   value_label: str) -> bytes:
+    """A rows x columns grid (columns ``row, column, mean, sd``) coloured by mean on [0, 1], each cell
+    written as mean and, below it, ± the spread over seeds; missing cells are grey."""
+    _require(cells, ("row", "column", "mean", "sd"), "matrix_heatmap")
+    mean = cells.pivot(index="row", columns="column", values="mean").reindex(index=rows, columns=columns)
+    sd = cells.pivot(index="row", columns="column", values="sd").reindex(index=rows, columns=columns)
+    values = mean.to_numpy(dtype=float)
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=colormaps["viridis"].with_extremes(bad="0.85"), vmin=0.0,
+                      vmax=1.0, aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            spread = sd.to_numpy(dtype=float)[i, j]
+            text = f"{v:.2f}" + ("" if not np.isfinite(spread) else f"\n±{spread:.2f}")
+            ax.text(j, i, text, ha="center", va="center", fontsize=6, color="black" if v > 0.6 else "white")
+    ax.set_xticks(range(len(columns)), list(columns), rotation=40, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), list(rows), fontsize=7)
+    ax.set_xlabel("tested on", fontsize=8)
+    ax.set_ylabel("trained on", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    bar = fig.colorbar(image, ax=ax, shrink=0.9)
+    bar.set_label(value_label, fontsize=7)
     bar.ax.tick_params(labelsize=6)
     return _png(fig)
 

@@ -111,24 +111,32 @@ class DemoCommands(Dataset):
     """1 s, 16 kHz synthetic command words (espeak-ng and flite voices); label = the word.
 
     ``split`` picks the voices: ``train`` and ``test`` are disjoint by voice (``labels.csv`` says which), ``all``
-    is both, so a model trained on one split is tested on speakers it never heard."""
+    is both, so a model trained on one split is tested on speakers it never heard. ``per_word`` keeps the first
+    that many clips of each word (a smaller study, in the file's fixed order)."""
 
     modality: ClassVar[Modality] = "audio"
     SPLITS: ClassVar[tuple[str, ...]] = ("train", "test", "all")
 
-    def __init__(self, split: str = "test", root: str | Path | None = None, settings: Settings | None = None) -> None:
+    def __init__(self, split: str = "test", per_word: int | None = None, root: str | Path | None = None,
+                 settings: Settings | None = None) -> None:
         if split not in self.SPLITS:
             raise ValueError(f"demo_commands: split must be one of {', '.join(self.SPLITS)}, not {split!r}")
-        self.split = split
+        if per_word is not None and per_word < 1:
+            raise ValueError(f"demo_commands: per_word must be at least 1, not {per_word}")
+        self.split, self.per_word = split, per_word
         self.root = Path(root) if root else (settings or load_settings()).demo_data_dir / "demo_commands"
 
     def items(self) -> Iterator[ItemSource]:
         table = self.root / "labels.csv"
         if not table.exists():
             raise FileNotFoundError(f"{table} is missing; run scripts/generate_demo_commands.py")
+        taken: dict[str, int] = {}
         with table.open(newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
                 if self.split != "all" and row["split"] != self.split:
+                    continue
+                taken[row["word"]] = taken.get(row["word"], 0) + 1
+                if self.per_word is not None and taken[row["word"]] > self.per_word:
                     continue
                 item_id = check_item_id(row["item_id"])
                 path = safe_join(self.root, f"{item_id}.flac")

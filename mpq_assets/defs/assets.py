@@ -22,7 +22,8 @@ from dagster import (
 from mpq_assets.analysis import png_markdown
 from mpq_assets.defs.automation import analysis_condition, follow_condition, sweep_condition
 from mpq_assets.defs.partitions import codec_bitrate_partitions, split_key
-from mpq_assets.defs.resources import MpqResource
+from mpq_assets.defs.resources import GPU_POOL, MpqResource
+from mpq_assets.defs.training import matrix_figure, training_assets
 from mpq_assets.experiments import Experiment
 from mpq_assets.pipeline import analyse
 from mpq_assets.pipeline import gains as gains_step
@@ -33,9 +34,8 @@ from mpq_assets.pipeline.compress import compress_partitions
 from mpq_assets.pipeline.ingest import ingest
 from mpq_assets.pipeline.step import StepSummary
 
-GPU_POOL = "gpu"
-# unpartitioned, computed over every partition
-ANALYSES = ("rate_curves", "correlations", "compression_gains", "report")
+# unpartitioned, computed over every partition (so materialised after the partitions)
+ANALYSES = ("trained_models", "transfer_matrix", "rate_curves", "correlations", "compression_gains", "report")
 
 
 def _markdown_table(frame: Any, limit: int = 40) -> MetadataValue:
@@ -89,10 +89,19 @@ def experiment_assets(experiment: Experiment, *, gpu_op_tags: Mapping[str, Any] 
     # backfill_policy is beta in Dagster 1.13 and used knowingly (single-run backfills): not 32 warnings per load
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
-        return _experiment_assets(experiment, gpu_op_tags)
+        sweep = _sweep_assets(experiment, gpu_op_tags)
+        if experiment.training is None:
+            return sweep + analysis_assets(experiment, sweep)
+        # the training split: its own dataset and compressed partitions, then the models and the matrix
+        split = [a for a in _sweep_assets(experiment.training_split(), gpu_op_tags)
+                 if a.key.path[-1] in ("dataset", "compressed")]
+        own = {a.key.path[-1]: a.key for a in sweep if a.key.path[-1] in ("dataset", "compressed")}
+        studied = training_assets(experiment, split, own, dict(gpu_op_tags or {}))
+        return split + sweep + studied + analysis_assets(experiment, sweep, extra=studied[-1:])
 
 
-def _experiment_assets(experiment: Experiment, gpu_op_tags: Mapping[str, Any] | None) -> list[AssetsDefinition]:
+def _sweep_assets(experiment: Experiment, gpu_op_tags: Mapping[str, Any] | None) -> list[AssetsDefinition]:
+    """dataset, compressed and, as the experiment declares them, quality, the predictions and task scores."""
     name = experiment.name
     partitions = codec_bitrate_partitions(experiment.modality)
     common = dict(group_name=name, kinds={"duckdb", "python"})
@@ -164,10 +173,11 @@ def _experiment_assets(experiment: Experiment, gpu_op_tags: Mapping[str, Any] | 
 
         assets += [reference_predictions, predictions, task_scores]
 
-    return assets + analysis_assets(experiment, assets)
+    return assets
 
 
-def analysis_assets(experiment: Experiment, sweep: list[AssetsDefinition]) -> list[AssetsDefinition]:
+def analysis_assets(experiment: Experiment, sweep: list[AssetsDefinition],
+                    extra: list[AssetsDefinition] = ()) -> list[AssetsDefinition]:  # type: ignore[assignment]
     """rate_curves, correlations (when the experiment has tasks and quality metrics), compression_gains (when it
     has tasks) and the HTML report."""
     name = experiment.name
@@ -224,11 +234,13 @@ def analysis_assets(experiment: Experiment, sweep: list[AssetsDefinition]) -> li
 
         analyses.append(compression_gains)
 
-    @asset(key=[name, "report"], deps=[a.key for a in analyses], description=f"Static HTML report of {name} "
+    @asset(key=[name, "report"], deps=[a.key for a in [*analyses, *extra]], description=f"Static HTML report of {name} "
            "(tables and plots) under the reports folder (data/reports/ by default).",
            group_name=name, kinds={"html"}, automation_condition=follow_condition())
     def report(context: AssetExecutionContext, mpq: MpqResource) -> MaterializeResult:
-        path = analyse.write_report(experiment, mpq.store(), mpq.settings().reports_dir)
+        store = mpq.store()
+        figs = {**analyse.figures(experiment, store), **matrix_figure(store, name)}
+        path = analyse.write_report(experiment, store, mpq.settings().reports_dir, figs)
         context.log.info("report written to %s", path)
         return MaterializeResult(metadata={"path": MetadataValue.path(str(path)),
                                            "index": MetadataValue.path(str(path.parent / "index.html"))})

@@ -7,6 +7,8 @@ from dagster import ConfigurableResource
 from mpq_assets.settings import Settings, deployment_settings
 from mpq_assets.store import ResultsStore
 
+GPU_POOL = "gpu"  # the pool of model-heavy assets: the deployment sets its concurrency to the devices it has
+
 
 class MpqResource(ConfigurableResource):
     """Where results go and which device runs models.

@@ -35,6 +35,23 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class TrainingSpec:
+    """Training on compressed data: a ``recipe`` (``mpq_assets.training.RECIPES``) trained on the dataset's
+    training split (``train_args``: the dataset's arguments for it, e.g. ``{"split": "train"}``) once per
+    training variant (the uncompressed split, and each codec x bitrate in ``variants``) and seed, then tested on
+    every test variant (the experiment's own items, uncompressed and every compressed partition).
+
+    The training split is an experiment of its own, ``<name>_train``, so its compressed variants are ordinary
+    ``compressed`` partitions with rates, files and errors like any other."""
+
+    recipe: str
+    train_args: Mapping[str, Any]
+    variants: tuple[tuple[str, str], ...] = ()
+    seeds: int = 3
+    recipe_args: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     modality: Modality
@@ -45,11 +62,20 @@ class Experiment:
     quality_metrics: tuple[str, ...] = ()
     headline: tuple[str, ...] = ()  # measures the demo summary prints (all when empty)
     anchor: str | None = None       # BD-rate anchor codec; None: DEFAULT_ANCHORS of the modality
+    training: TrainingSpec | None = None  # train x test variant study (``training_assets``)
 
     @property
     def bd_anchor(self) -> str:
         """The codec every BD-rate in ``rate_curves`` is measured against."""
         return self.anchor or DEFAULT_ANCHORS[self.modality]
+
+    def training_split(self) -> Experiment:
+        """The experiment holding the training split's items and compressed variants: ``<name>_train``."""
+        if self.training is None:
+            raise ValueError(f"experiment {self.name} declares no training")
+        return Experiment(f"{self.name}_train", self.modality, self.dataset,
+                          {**dict(self.dataset_args), **dict(self.training.train_args)},
+                          description=f"training split of {self.name}", anchor=self.anchor)
 
     def make_dataset(self, settings: Settings | None = None) -> Dataset:
         """The experiment's dataset, built with the step's ``settings`` (demo data, caches, MUSDB copy)."""
@@ -96,6 +122,13 @@ EXPERIMENTS: dict[str, Experiment] = {
                    tasks=(TaskSpec("separation", "separation", {"model": "htdemucs"}, optional=True),),
                    quality_metrics=("snr", "si_sdr", "log_mel_distance", "cdpam"),
                    headline=("snr", "si_sdr", "log_mel_distance", "cdpam", "separation.sdr_ref")),
+        Experiment("demo_commands", "audio", "demo_commands", {"split": "test"},
+                   description="espeak-ng / flite command words at 16 kHz; a keyword CNN trained on each "
+                   "training variant, tested on voices it never heard",
+                   training=TrainingSpec("mel_cnn", {"split": "train"},
+                                         variants=(("opus", "20x"), ("opus", "50x"), ("mp3", "20x"),
+                                                   ("mp3", "50x"), ("codec2", "100x")),
+                                         seeds=3, recipe_args={"epochs": 20})),
         # The paper's audio sets: Common Voice 11 (hub, needs accepting its terms) and MUSDB18-HQ
         # (a local copy: MPQ_MUSDB_ROOT, default data/musdb18hq, its test/ split).
         Experiment("paper_commonvoice", "audio", "hf_audio", {"name": "common_voice_11"},

@@ -445,6 +445,14 @@ def write_report(experiment: Experiment, store: ResultsStore, reports_dir: Path,
             "(partition) or (item, point) pairs (item); ci_low/ci_high: bootstrap 95% interval (item level "
             "resamples items).",
     }
+    if experiment.training is not None:
+        from mpq_assets.pipeline.training import matrix_table
+
+        matrix_title = "Trained on x tested on: accuracy, mean ± sd over seeds"
+        tables = {matrix_title: matrix_table(store, name), **tables}
+        notes[matrix_title] = (
+            f"{experiment.training.recipe} trained on each variant of the training split (rows) and tested on "
+            "each variant of the test items (columns); training and test voices or images are disjoint.")
     notes[gains_title] = (
         "difference = compressed - reference over the same items (the task's own aggregate on both sides); "
         "ci_low/ci_high resample items, the same draw on both sides; q_value: Benjamini-Hochberg over every "

@@ -23,6 +23,9 @@ PARTITION_KEYS: dict[str, tuple[str, ...]] = {
     "rate_curves": ("experiment",),
     "bd_rates": ("experiment",),
     "paired_differences": ("experiment",),
+    "training_runs": ("experiment",),
+    "training_curves": ("experiment",),
+    "transfer_scores": ("experiment",),
 }
 _MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 

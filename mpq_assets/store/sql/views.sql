@@ -136,3 +136,26 @@ SELECT experiment, task, metric, codec, point, bitrates, ratio, items, reference
 FROM paired_differences
 WHERE helped
 ORDER BY experiment, task, metric, ratio;
+
+-- The train-variant x test-variant matrix: mean, spread and range over seeds, with each variant's
+-- pooled ratio ('uncompressed' for the reference variants).
+CREATE OR REPLACE VIEW transfer_matrix AS
+SELECT t.experiment,
+       CASE WHEN t.train_codec = 'reference' THEN 'uncompressed' ELSE t.train_codec || '@' || t.train_bitrate END
+           AS train_variant,
+       CASE WHEN t.test_codec = 'reference' THEN 'uncompressed' ELSE t.test_codec || '@' || t.test_bitrate END
+           AS test_variant,
+       t.train_codec, t.train_bitrate, t.test_codec, t.test_bitrate, t.metric,
+       any_value(tr.ratio)   AS train_ratio,
+       any_value(te.ratio)   AS test_ratio,
+       count(*)              AS seeds,
+       avg(t.value)          AS mean,
+       stddev_samp(t.value)  AS sd,
+       min(t.value)          AS min,
+       max(t.value)          AS max,
+       any_value(t.n)        AS items
+FROM transfer_scores t
+LEFT JOIN rate_summary tr ON tr.experiment = t.experiment || '_train' AND tr.codec = t.train_codec
+                         AND tr.bitrate = t.train_bitrate
+LEFT JOIN rate_summary te ON te.experiment = t.experiment AND te.codec = t.test_codec AND te.bitrate = t.test_bitrate
+GROUP BY ALL;

@@ -1,0 +1,93 @@
+"""A train-variant x test-variant study through a real Dagster instance on the command-word corpus (a few clips
+per word): the training split's own compressed partitions, models per variant and seed in safetensors, the
+matrix in DuckDB with its spread over seeds, a declared variant that was never compressed skipped with a note,
+and a damaged test file named in the errors while the rest is scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, materialize
+
+from mpq_assets.defs.assets import ANALYSES, experiment_assets
+from mpq_assets.defs.demo import ensure_codec_partitions
+from mpq_assets.defs.partitions import partition_key
+from mpq_assets.defs.resources import MpqResource
+from mpq_assets.experiments import Experiment, TrainingSpec
+from mpq_assets.training import load
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
+
+EXP = Experiment("kws_tiny", "audio", "demo_commands", {"split": "test", "per_word": 2},
+                 training=TrainingSpec("mel_cnn", {"split": "train", "per_word": 4},
+                                       variants=(("opus", "20x"), ("codec2", "100x")), seeds=2,
+                                       recipe_args={"epochs": 3, "batch_size": 16}))
+
+
+def _meta(result, asset: str) -> dict:
+    (mat,) = result.asset_materializations_for_node(f"{EXP.name}__{asset}")
+    return mat.metadata
+
+
+def test_train_by_test_matrix_through_dagster(tmp_path: Path) -> None:
+    resource = MpqResource(home=str(tmp_path / "home"))
+    store, settings = resource.store(), resource.settings()
+    assets = experiment_assets(EXP)
+    keys = {a.key.to_user_string() for a in assets}
+    assert {"kws_tiny_train/dataset", "kws_tiny_train/compressed", "kws_tiny/trained_models",
+            "kws_tiny/transfer_matrix", "kws_tiny/report"} <= keys
+    whole = [a.key for a in assets if a.partitions_def is None and a.key.path[-1] not in ANALYSES]
+    partitioned = [a.key for a in assets if a.partitions_def is not None]
+    studied = [a.key for a in assets if a.key.path[-1] in ("trained_models", "transfer_matrix", "report")]
+    (tmp_path / "dagster").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
+        run = dict(instance=instance, resources={"mpq": resource})
+        assert materialize(assets, selection=whole, **run).success
+        ensure_codec_partitions(instance, EXP, ["opus"])
+        assert materialize(assets, selection=partitioned, partition_key=partition_key("opus", "20x"), **run).success
+        first = materialize(assets, selection=studied, **run)
+        assert first.success
+
+        runs = store.query("SELECT * FROM training_runs WHERE experiment = 'kws_tiny' ORDER BY train_codec, seed")
+        # uncompressed and opus@20x, two seeds each; codec2@100x was never compressed: skipped, said so
+        assert runs[["train_codec", "train_bitrate", "seed"]].values.tolist() == [
+            ["opus", "20x", 0], ["opus", "20x", 1], ["reference", "reference", 0], ["reference", "reference", 1]]
+        assert (runs["items"] == 40).all() and (runs["epochs"] == 3).all() and (runs["classes"] == 10).all()
+        assert "codec2@100x skipped" in _meta(first, "trained_models")["notes"].value
+        for r in runs.itertuples():
+            assert Path(r.path).is_file() and load(Path(r.path)).sha256 == r.sha256
+        assert runs["sha256"].nunique() == 4  # another seed or another variant: other weights
+        curves = store.query("SELECT count(*) AS n FROM training_curves WHERE experiment = 'kws_tiny'")
+        assert curves["n"][0] == 4 * 3
+
+        scores = store.query("SELECT * FROM transfer_scores WHERE experiment = 'kws_tiny'")
+        assert len(scores) == 4 * 2 and (scores["n"] == 20).all()  # 4 models x (uncompressed, opus@20x)
+        assert set(scores["model_sha256"]) == set(runs["sha256"])
+        matrix = store.query("SELECT * FROM transfer_matrix WHERE experiment = 'kws_tiny' ORDER BY train_variant, "
+                             "test_variant")
+        assert matrix[["train_variant", "test_variant"]].values.tolist() == [
+            ["opus@20x", "opus@20x"], ["opus@20x", "uncompressed"], ["uncompressed", "opus@20x"],
+            ["uncompressed", "uncompressed"]]
+        assert (matrix["seeds"] == 2).all() and matrix["sd"].notna().all()
+        assert matrix["test_ratio"].isna().tolist() == [False, True, False, True]  # opus's pooled ratio
+        assert matrix.loc[matrix.train_variant == "opus@20x", "train_ratio"].notna().all()
+        meta = _meta(first, "transfer_matrix")
+        assert "uncompressed" in meta["matrix"].value and "plot_transfer_matrix" in meta
+        report = (settings.reports_dir / "kws_tiny.html").read_text(encoding="utf-8")
+        assert "Trained on x tested on" in report and "data:image/png;base64" in report
+
+        # again from the same seeds: the same weights; a damaged test file is named and the rest scored
+        decoded = store.query("SELECT item_id, decoded_path FROM compressed WHERE experiment = 'kws_tiny' AND "
+                              "codec = 'opus'").iloc[0]
+        Path(decoded["decoded_path"]).write_bytes(b"not audio")
+        again = materialize(assets, selection=studied, **run)
+        assert again.success
+        rerun = store.query("SELECT sha256 FROM training_runs WHERE experiment = 'kws_tiny' ORDER BY train_codec, seed")
+        assert rerun["sha256"].tolist() == runs["sha256"].tolist()
+        n = store.query("SELECT DISTINCT test_codec, n FROM transfer_scores WHERE experiment = 'kws_tiny' "
+                        "ORDER BY test_codec")
+        assert n.values.tolist() == [["opus", 19], ["reference", 20]]
+        errors = store.query("SELECT item_id, error FROM errors WHERE experiment = 'kws_tiny' AND "
+                             "stage = 'transfer_matrix'")
+        assert errors["item_id"].tolist() == [decoded["item_id"]] and "opus@20x" in errors["error"][0]
