@@ -14,7 +14,7 @@ from mpq_assets.analysis.correlation import (
     RANKING_COLUMNS,
     _bootstrap_indices,
     _bootstrap_statistics,
-    _bootstrap_weights,
+    bootstrap_weights,
 )
 
 pytestmark = pytest.mark.fast  # the `make check` tier
@@ -210,7 +210,7 @@ def test_item_cluster_bootstrap_covers_the_true_r_and_the_pairs_bootstrap_does_n
 def _expanded(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int, seed: int):
     """Cluster resamples rebuilt by hand: rows repeated by how often their group was drawn."""
     codes = pd.factorize(groups)[0]
-    for w in _bootstrap_weights(codes, codes.max() + 1, n_boot, seed):
+    for w in bootstrap_weights(codes, codes.max() + 1, n_boot, seed):
         for row in w:
             yield np.repeat(x, row), np.repeat(y, row)
 
@@ -244,7 +244,7 @@ def test_cluster_resample_statistics_equal_scipy_on_the_expanded_resample():
 def test_cluster_weights_take_whole_groups_of_unequal_size():
     sizes = np.array([1, 4, 2, 7, 3])
     codes = np.repeat(np.arange(sizes.size), sizes)
-    chunks = list(_bootstrap_weights(codes, sizes.size, 50, seed=1))
+    chunks = list(bootstrap_weights(codes, sizes.size, 50, seed=1))
     w = np.concatenate(chunks)
     assert w.shape == (50, sizes.sum())
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])

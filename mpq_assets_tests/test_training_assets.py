@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
 
 EXP = Experiment("kws_tiny", "audio", "demo_commands", {"split": "test", "per_word": 2},
                  training=TrainingSpec("mel_cnn", {"split": "train", "per_word": 4},
-                                       variants=(("opus", "20x"), ("codec2", "100x")), seeds=2,
+                                       variants=(("mp3", "20x"), ("mp3", "50x"), ("codec2", "100x")), seeds=2,
                                        recipe_args={"epochs": 3, "batch_size": 16}))
 
 
@@ -44,17 +44,23 @@ def test_train_by_test_matrix_through_dagster(tmp_path: Path) -> None:
     with DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
         run = dict(instance=instance, resources={"mpq": resource})
         assert materialize(assets, selection=whole, **run).success
-        ensure_codec_partitions(instance, EXP, ["opus"])
-        assert materialize(assets, selection=partitioned, partition_key=partition_key("opus", "20x"), **run).success
+        ensure_codec_partitions(instance, EXP, ["mp3"])
+        for bitrate in ("20x", "50x"):  # 1 s at 16 kHz: MP3's lowest setting is 23:1, so 50x is 20x's point
+            assert materialize(assets, selection=partitioned, partition_key=partition_key("mp3", bitrate),
+                               **run).success
         first = materialize(assets, selection=studied, **run)
         assert first.success
 
         runs = store.query("SELECT * FROM training_runs WHERE experiment = 'kws_tiny' ORDER BY train_codec, seed")
-        # uncompressed and opus@20x, two seeds each; codec2@100x was never compressed: skipped, said so
+        # uncompressed and mp3@20x, two seeds each; mp3@50x carries mp3@20x's bitstreams: trained once;
+        # codec2@100x was never compressed: skipped, said so
+        points = store.query("SELECT DISTINCT point FROM partition_points WHERE experiment = 'kws_tiny_train'")
+        assert points["point"].tolist() == ["mp3@20x"]
         assert runs[["train_codec", "train_bitrate", "seed"]].values.tolist() == [
-            ["opus", "20x", 0], ["opus", "20x", 1], ["reference", "reference", 0], ["reference", "reference", 1]]
+            ["mp3", "20x", 0], ["mp3", "20x", 1], ["reference", "reference", 0], ["reference", "reference", 1]]
         assert (runs["items"] == 40).all() and (runs["epochs"] == 3).all() and (runs["classes"] == 10).all()
-        assert "codec2@100x skipped" in _meta(first, "trained_models")["notes"].value
+        notes = _meta(first, "trained_models")["notes"].value
+        assert "codec2@100x skipped" in notes and "mp3@50x is the operating point of mp3@20x" in notes
         for r in runs.itertuples():
             assert Path(r.path).is_file() and load(Path(r.path)).sha256 == r.sha256
         assert runs["sha256"].nunique() == 4  # another seed or another variant: other weights
@@ -62,32 +68,33 @@ def test_train_by_test_matrix_through_dagster(tmp_path: Path) -> None:
         assert curves["n"][0] == 4 * 3
 
         scores = store.query("SELECT * FROM transfer_scores WHERE experiment = 'kws_tiny'")
-        assert len(scores) == 4 * 2 and (scores["n"] == 20).all()  # 4 models x (uncompressed, opus@20x)
+        assert len(scores) == 4 * 3 and (scores["n"] == 20).all()  # 4 models x (uncompressed, mp3 20x, 50x)
         assert set(scores["model_sha256"]) == set(runs["sha256"])
         matrix = store.query("SELECT * FROM transfer_matrix WHERE experiment = 'kws_tiny' ORDER BY train_variant, "
                              "test_variant")
+        # distinct points on both sides: the mp3@50x test partition is mp3@20x's point, one column
         assert matrix[["train_variant", "test_variant"]].values.tolist() == [
-            ["opus@20x", "opus@20x"], ["opus@20x", "uncompressed"], ["uncompressed", "opus@20x"],
+            ["mp3@20x", "mp3@20x"], ["mp3@20x", "uncompressed"], ["uncompressed", "mp3@20x"],
             ["uncompressed", "uncompressed"]]
         assert (matrix["seeds"] == 2).all() and matrix["sd"].notna().all()
-        assert matrix["test_ratio"].isna().tolist() == [False, True, False, True]  # opus's pooled ratio
-        assert matrix.loc[matrix.train_variant == "opus@20x", "train_ratio"].notna().all()
+        assert matrix.loc[matrix.test_variant == "mp3@20x", "test_partitions"].tolist() == ["mp3@20x,mp3@50x"] * 2
+        assert matrix["test_ratio"].isna().tolist() == [False, True, False, True]  # mp3's pooled ratio
+        assert matrix.loc[matrix.train_variant == "mp3@20x", "train_ratio"].gt(20).all()
         meta = _meta(first, "transfer_matrix")
         assert "uncompressed" in meta["matrix"].value and "plot_transfer_matrix" in meta
         report = (settings.reports_dir / "kws_tiny.html").read_text(encoding="utf-8")
         assert "Trained on x tested on" in report and "data:image/png;base64" in report
 
         # again from the same seeds: the same weights; a damaged test file is named and the rest scored
-        decoded = store.query("SELECT item_id, decoded_path FROM compressed WHERE experiment = 'kws_tiny' AND "
-                              "codec = 'opus'").iloc[0]
-        Path(decoded["decoded_path"]).write_bytes(b"not audio")
+        damaged = store.query("SELECT item_id, original_path FROM items WHERE experiment = 'kws_tiny'").iloc[0]
+        Path(damaged["original_path"]).write_bytes(b"not audio")
         again = materialize(assets, selection=studied, **run)
         assert again.success
         rerun = store.query("SELECT sha256 FROM training_runs WHERE experiment = 'kws_tiny' ORDER BY train_codec, seed")
         assert rerun["sha256"].tolist() == runs["sha256"].tolist()
         n = store.query("SELECT DISTINCT test_codec, n FROM transfer_scores WHERE experiment = 'kws_tiny' "
                         "ORDER BY test_codec")
-        assert n.values.tolist() == [["opus", 19], ["reference", 20]]
+        assert n.values.tolist() == [["mp3", 20], ["reference", 19]]
         errors = store.query("SELECT item_id, error FROM errors WHERE experiment = 'kws_tiny' AND "
                              "stage = 'transfer_matrix'")
-        assert errors["item_id"].tolist() == [decoded["item_id"]] and "opus@20x" in errors["error"][0]
+        assert errors["item_id"].tolist() == [damaged["item_id"]] and "uncompressed" in errors["error"][0]

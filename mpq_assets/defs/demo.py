@@ -21,10 +21,11 @@ from mpq_assets.defs.partitions import codec_partitions_name, partition_key
 from mpq_assets.defs.resources import MpqResource
 from mpq_assets.experiments import EXPERIMENTS, Experiment
 from mpq_assets.pipeline.analyse import point_summary, reference_scores, scores_table
+from mpq_assets.pipeline.training import matrix_table
 from mpq_assets.settings import Settings, load_settings
 from mpq_assets.store import ResultsStore
 
-DEMO_EXPERIMENTS = ("demo_images", "demo_speech", "demo_music")
+DEMO_EXPERIMENTS = ("demo_images", "demo_speech", "demo_music", "demo_commands")
 
 
 def ensure_codec_partitions(instance: DagsterInstance, experiment: Experiment, codecs: Sequence[str]) -> None:
@@ -43,7 +44,10 @@ def materialise_experiment(
     resource: MpqResource | None = None,
     say: Callable[[str], None] = print,
 ) -> None:
-    """Materialise the unpartitioned assets, then every requested partition (one Dagster run each)."""
+    """Materialise the unpartitioned assets, then every requested partition (one Dagster run each).
+
+    An experiment with a training study compresses its training split only at the declared training variants,
+    and, unless ``bitrates`` are given, tests at those same variants (a square train x test matrix)."""
     resources = {"mpq": resource or MpqResource()}
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the demo prints its own progress
     assets = experiment_assets(experiment)
@@ -51,22 +55,32 @@ def materialise_experiment(
     per_partition = [a.key for a in assets if a.partitions_def is not None]
     analyses = [a.key for a in assets if a.key.path[-1] in ANALYSES]
     codecs = list(codecs) if codecs is not None else codec_names(experiment.modality)
-    bitrates = list(bitrates or RATIOS)
+    variants = list(experiment.training.variants) if experiment.training else []
+    if variants and bitrates is None:
+        plan = {c: [b for v, b in variants if v == c] for c in codecs}
+    else:
+        plan = {c: list(bitrates or RATIOS) for c in codecs}
+    own = [k for k in per_partition if k.path[0] == experiment.name]
     t0 = time.perf_counter()
     result = materialize(assets, selection=whole, instance=instance, resources=resources, run_config=quiet)
     if not result.success:
         raise RuntimeError(f"{experiment.name}: {', '.join(k.to_user_string() for k in whole)} failed")
     say(f"  {', '.join(k.to_user_string() for k in whole)} materialised ({time.perf_counter() - t0:.1f}s)")
     ensure_codec_partitions(instance, experiment, codecs)
-    names = ", ".join(k.path[-1] for k in per_partition)
-    for codec in codecs:
+    groups: dict[str, list[str]] = {}
+    for k in per_partition:
+        groups.setdefault(k.path[0], []).append(k.path[-1])
+    names = " + ".join(f"{g}/{{{', '.join(v)}}}" for g, v in groups.items())
+    for codec, rates in plan.items():
         t0 = time.perf_counter()
-        for bitrate in bitrates:
-            result = materialize(assets, selection=per_partition, partition_key=partition_key(codec, bitrate),
+        for bitrate in rates:
+            selection = per_partition if (codec, bitrate) in variants or not variants else own
+            result = materialize(assets, selection=selection, partition_key=partition_key(codec, bitrate),
                                  instance=instance, resources=resources, raise_on_error=False, run_config=quiet)
             if not result.success:
                 say(f"  {experiment.name} {codec}@{bitrate} FAILED (see the run in the Dagster UI)")
-        say(f"  {experiment.name}/{{{names}}} {codec}: {len(bitrates)} ratios ({time.perf_counter() - t0:.1f}s)")
+        if rates:
+            say(f"  {names} {codec}: {len(rates)} ratios ({time.perf_counter() - t0:.1f}s)")
     t0 = time.perf_counter()
     result = materialize(assets, selection=analyses, instance=instance, resources=resources, run_config=quiet,
                          raise_on_error=False)
@@ -167,6 +181,10 @@ def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str
         tables["best quality predictor per task measure (Spearman r over distinct points, 95% CI)"] = best
     if len(wrong):
         tables["correlations with the wrong sign (worse quality, better task score): never ranked"] = wrong
+    matrix = matrix_table(store, experiment)
+    if len(matrix):
+        tables["trained on (rows) x tested on (columns): accuracy, mean ± sd over seeds; test voices never "
+               "heard in training"] = matrix
     if len(gains):
         tables["compression vs the uncompressed items, per task measure: distinct points where the paired 95% "
                "interval (items resampled) is above 0 (helped) or below (hurt)"] = gains
@@ -196,7 +214,8 @@ def run_demo(
         if skip_metrics:
             exp = dataclasses.replace(exp, quality_metrics=tuple(m for m in exp.quality_metrics
                                                                  if m not in skip_metrics))
-        chosen = codecs if codecs is not None else codec_names(exp.modality, demo_only=True)
+        studied = list(dict.fromkeys(c for c, _ in exp.training.variants)) if exp.training else None
+        chosen = codecs if codecs is not None else studied or codec_names(exp.modality, demo_only=True)
         mine = [c for c in chosen if c in codec_names(exp.modality)]
         say(f"\n== {name}: {exp.description}")
         mine = [c for c in mine if codec_ready(c, say, settings)]

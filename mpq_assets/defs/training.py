@@ -20,8 +20,8 @@ def _md(frame: Any) -> MetadataValue:
 
 def matrix_figure(store: ResultsStore, experiment: str) -> dict[str, bytes]:
     """The accuracy heat map of the matrix (empty when nothing was evaluated)."""
-    frame = store.query("SELECT train_variant AS row, test_variant AS column, mean, sd, train_ratio, test_ratio "
-                        "FROM transfer_matrix WHERE experiment = ? AND metric = 'accuracy'", [experiment])
+    frame = training_step.matrix_cells(store, experiment).rename(columns={"train_variant": "row",
+                                                                         "test_variant": "column"})
     if frame.empty:
         return {}
     rows = frame.sort_values(["train_ratio", "row"], na_position="first")["row"].drop_duplicates().tolist()

@@ -91,7 +91,16 @@ def train_models(experiment: Experiment, store: ResultsStore, settings: Settings
     device = resolve_device(settings.device)
     summary = StepSummary()
     runs, curves, errors = [], [], []
+    points = store.query("SELECT codec, bitrate, point FROM partition_points WHERE experiment = ?", [split.name])
+    point_of = {(c, b): p for c, b, p in points.itertuples(index=False, name=None)}
+    trained: dict[str, Key] = {}
     for key in [UNCOMPRESSED, *spec.variants]:
+        point = point_of.get(key, variant_name(key))
+        if point in trained:  # the same bitstreams as a variant already trained: the same models
+            summary.notes.append(f"training variant {variant_name(key)} is the operating point of "
+                                 f"{variant_name(trained[point])} (identical bitstreams): trained once")
+            continue
+        trained[point] = key
         try:
             variant = load_variant(split, store, key, recipe)
         except RuntimeError as exc:
@@ -186,8 +195,7 @@ def transfer_matrix(experiment: Experiment, store: ResultsStore, settings: Setti
 
 def matrix_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
     """The matrix as a table: train variants (rows) x test variants (columns), 'mean ± sd' over seeds."""
-    frame = store.query("SELECT train_variant, test_variant, train_ratio, test_ratio, mean, sd, seeds FROM "
-                        "transfer_matrix WHERE experiment = ? AND metric = 'accuracy'", [experiment])
+    frame = matrix_cells(store, experiment)
     if frame.empty:
         return frame
     rows, cols = _by_ratio(frame, "train_variant", "train_ratio"), _by_ratio(frame, "test_variant", "test_ratio")
@@ -195,6 +203,20 @@ def matrix_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
                               for m, s in zip(frame["mean"], frame["sd"], strict=True)])
     table = cell.pivot(index="train_variant", columns="test_variant", values="cell").reindex(index=rows, columns=cols)
     return table.reset_index().rename(columns={"train_variant": "trained on \\ tested on"})
+
+
+def _labelled(variant: str, ratio: float | None) -> str:
+    return variant if ratio is None or pd.isna(ratio) else f"{variant} ({ratio:.0f}:1)"
+
+
+def matrix_cells(store: ResultsStore, experiment: str, metric: str = "accuracy") -> pd.DataFrame:
+    """The matrix's cells, long, with each variant labelled by its achieved pooled ratio (``opus@50x (33:1)``:
+    a target the codec could not reach shows what it did reach)."""
+    frame = store.query("SELECT train_variant, test_variant, train_ratio, test_ratio, mean, sd, seeds FROM "
+                        "transfer_matrix WHERE experiment = ? AND metric = ?", [experiment, metric])
+    return frame.assign(
+        train_variant=[_labelled(v, r) for v, r in zip(frame["train_variant"], frame["train_ratio"], strict=True)],
+        test_variant=[_labelled(v, r) for v, r in zip(frame["test_variant"], frame["test_ratio"], strict=True)])
 
 
 def _by_ratio(frame: pd.DataFrame, variant: str, ratio: str) -> list[str]:

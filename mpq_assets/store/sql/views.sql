@@ -137,25 +137,41 @@ FROM paired_differences
 WHERE helped
 ORDER BY experiment, task, metric, ratio;
 
--- The train-variant x test-variant matrix: mean, spread and range over seeds, with each variant's
--- pooled ratio ('uncompressed' for the reference variants).
+-- The train-variant x test-variant matrix over distinct operating points: partitions whose items carry
+-- the same bitstreams are one variant (named after the lowest target, as in operating_points; the
+-- uncompressed items are 'uncompressed'), with its pooled ratio; mean, spread and range over seeds.
 CREATE OR REPLACE VIEW transfer_matrix AS
-SELECT t.experiment,
-       CASE WHEN t.train_codec = 'reference' THEN 'uncompressed' ELSE t.train_codec || '@' || t.train_bitrate END
-           AS train_variant,
-       CASE WHEN t.test_codec = 'reference' THEN 'uncompressed' ELSE t.test_codec || '@' || t.test_bitrate END
-           AS test_variant,
-       t.train_codec, t.train_bitrate, t.test_codec, t.test_bitrate, t.metric,
-       any_value(tr.ratio)   AS train_ratio,
-       any_value(te.ratio)   AS test_ratio,
-       count(*)              AS seeds,
-       avg(t.value)          AS mean,
-       stddev_samp(t.value)  AS sd,
-       min(t.value)          AS min,
-       max(t.value)          AS max,
-       any_value(t.n)        AS items
-FROM transfer_scores t
-LEFT JOIN rate_summary tr ON tr.experiment = t.experiment || '_train' AND tr.codec = t.train_codec
-                         AND tr.bitrate = t.train_bitrate
-LEFT JOIN rate_summary te ON te.experiment = t.experiment AND te.codec = t.test_codec AND te.bitrate = t.test_bitrate
-GROUP BY ALL;
+WITH scored AS (
+    SELECT t.experiment, t.metric, t.seed, t.value, t.n,
+           coalesce(tp.point, 'uncompressed') AS train_variant,
+           coalesce(sp.point, 'uncompressed') AS test_variant,
+           t.train_codec || '@' || t.train_bitrate AS train_partition,
+           t.test_codec || '@' || t.test_bitrate AS test_partition
+    FROM transfer_scores t
+    LEFT JOIN partition_points tp ON tp.experiment = t.experiment || '_train' AND tp.codec = t.train_codec
+                                 AND tp.bitrate = t.train_bitrate
+    LEFT JOIN partition_points sp ON sp.experiment = t.experiment AND sp.codec = t.test_codec
+                                 AND sp.bitrate = t.test_bitrate
+), one AS (  -- one score per (train point, seed, test point): duplicates carry the same bitstreams
+    SELECT experiment, metric, train_variant, test_variant, seed,
+           arg_min(value, train_partition || test_partition) AS value, any_value(n) AS n,
+           string_agg(DISTINCT train_partition, ',' ORDER BY train_partition) AS train_partitions,
+           string_agg(DISTINCT test_partition, ',' ORDER BY test_partition) AS test_partitions
+    FROM scored
+    GROUP BY ALL
+)
+SELECT o.experiment, o.train_variant, o.test_variant, o.metric,
+       any_value(tr.ratio)          AS train_ratio,
+       any_value(te.ratio)          AS test_ratio,
+       count(*)                     AS seeds,
+       avg(o.value)                 AS mean,
+       stddev_samp(o.value)         AS sd,
+       min(o.value)                 AS min,
+       max(o.value)                 AS max,
+       any_value(o.n)               AS items,
+       any_value(o.train_partitions) AS train_partitions,
+       any_value(o.test_partitions)  AS test_partitions
+FROM one o
+LEFT JOIN operating_points tr ON tr.experiment = o.experiment || '_train' AND tr.point = o.train_variant
+LEFT JOIN operating_points te ON te.experiment = o.experiment AND te.point = o.test_variant
+GROUP BY o.experiment, o.train_variant, o.test_variant, o.metric;
