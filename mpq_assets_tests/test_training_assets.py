@@ -15,7 +15,8 @@ from mpq_assets.defs.demo import ensure_codec_partitions
 from mpq_assets.defs.partitions import partition_key
 from mpq_assets.defs.resources import MpqResource
 from mpq_assets.experiments import Experiment, TrainingSpec
-from mpq_assets.training import load
+from mpq_assets.media.item import load_item
+from mpq_assets.training import MelCNN, load, predict
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
 
@@ -70,6 +71,15 @@ def test_train_by_test_matrix_through_dagster(tmp_path: Path) -> None:
         scores = store.query("SELECT * FROM transfer_scores WHERE experiment = 'kws_tiny'")
         assert len(scores) == 4 * 3 and (scores["n"] == 20).all()  # 4 models x (uncompressed, mp3 20x, 50x)
         assert set(scores["model_sha256"]) == set(runs["sha256"])
+        # one cell by hand: the uncompressed model of seed 1 on the uncompressed test items
+        run1 = runs[(runs.train_codec == "reference") & (runs.seed == 1)].iloc[0]
+        model = load(Path(run1["path"]))
+        items = store.query("SELECT original_path, label FROM items WHERE experiment = 'kws_tiny' ORDER BY item_id")
+        feats = MelCNN().features([load_item(p, "audio") for p in items["original_path"]])
+        guess = [model.classes[i] for i in predict(model, feats).argmax(dim=1).tolist()]
+        by_hand = sum(g == t for g, t in zip(guess, items["label"], strict=True)) / len(guess)
+        stored = scores[(scores.model_sha256 == run1["sha256"]) & (scores.test_codec == "reference")]["value"]
+        assert stored.tolist() == [pytest.approx(by_hand)]
         matrix = store.query("SELECT * FROM transfer_matrix WHERE experiment = 'kws_tiny' ORDER BY train_variant, "
                              "test_variant")
         # distinct points on both sides: the mp3@50x test partition is mp3@20x's point, one column
