@@ -14,7 +14,7 @@ from mpq_assets.defs.assets import ANALYSES, experiment_assets
 from mpq_assets.defs.demo import ensure_codec_partitions
 from mpq_assets.defs.partitions import partition_key
 from mpq_assets.defs.resources import MpqResource
-from mpq_assets.experiments import Experiment, TrainingSpec
+from mpq_assets.experiments import Experiment, TaskSpec, TrainingSpec
 from mpq_assets.media.item import load_item
 from mpq_assets.training import MelCNN, load, predict
 
@@ -68,7 +68,7 @@ def test_train_by_test_matrix_through_dagster(tmp_path: Path) -> None:
         curves = store.query("SELECT count(*) AS n FROM training_curves WHERE experiment = 'kws_tiny'")
         assert curves["n"][0] == 4 * 3
 
-        scores = store.query("SELECT * FROM transfer_scores WHERE experiment = 'kws_tiny'")
+        scores = store.query("SELECT * FROM transfer_scores WHERE experiment = 'kws_tiny'")  # before the damage
         assert len(scores) == 4 * 3 and (scores["n"] == 20).all()  # 4 models x (uncompressed, mp3 20x, 50x)
         assert set(scores["model_sha256"]) == set(runs["sha256"])
         # one cell by hand: the uncompressed model of seed 1 on the uncompressed test items
@@ -108,3 +108,21 @@ def test_train_by_test_matrix_through_dagster(tmp_path: Path) -> None:
         errors = store.query("SELECT item_id, error FROM errors WHERE experiment = 'kws_tiny' AND "
                              "stage = 'transfer_matrix'")
         assert errors["item_id"].tolist() == [damaged["item_id"]] and "uncompressed" in errors["error"][0]
+
+        # a trained model is a task: the mp3-trained model through the ordinary prediction assets of another
+        # experiment on the same clips scores what the matrix says
+        evaluation = Experiment("kws_eval", "audio", "demo_commands", {"split": "test", "per_word": 2},
+                                tasks=(TaskSpec("kws", "trained_audio", {"experiment": "kws_tiny",
+                                                                        "variant": "mp3@20x", "seed": 0}),))
+        eval_assets = experiment_assets(evaluation)
+        whole = [a.key for a in eval_assets if a.partitions_def is None and a.key.path[-1] not in ANALYSES]
+        assert materialize(eval_assets, selection=whole, **run).success
+        assert materialize(eval_assets, selection=[a.key for a in eval_assets if a.partitions_def is not None],
+                           partition_key=partition_key("mp3", "20x"), **run).success
+        top1 = store.query("SELECT codec, value, model FROM task_scores WHERE experiment = 'kws_eval' AND "
+                           "metric = 'top1' AND item_id IS NULL ORDER BY codec")
+        mp3_model = runs[(runs.train_codec == "mp3") & (runs.seed == 0)].iloc[0]
+        expected = scores[scores.model_sha256 == mp3_model["sha256"]].set_index("test_codec")["value"]
+        assert top1["codec"].tolist() == ["mp3", "reference"]
+        assert top1["value"].tolist() == [pytest.approx(expected["mp3"]), pytest.approx(expected["reference"])]
+        assert (top1["model"] == mp3_model["path"]).all()

@@ -20,6 +20,7 @@ from mpq_assets.tasks.classification import ImageClassification
 from mpq_assets.tasks.segmentation import SemanticSegmentation
 from mpq_assets.tasks.separation import SourceSeparation
 from mpq_assets.tasks.speech import SpeechRecognition
+from mpq_assets.tasks.trained import TrainedAudioClassifier, TrainedImageClassifier
 from mpq_assets.weights import cached
 
 TASKS: dict[str, type[Task]] = {
@@ -27,6 +28,8 @@ TASKS: dict[str, type[Task]] = {
     "segmentation": SemanticSegmentation,
     "asr": SpeechRecognition,
     "separation": SourceSeparation,
+    "trained_audio": TrainedAudioClassifier,  # a model from a training study's trained_models
+    "trained_image": TrainedImageClassifier,
 }
 
 def _freeze(value: Any) -> Any:
