@@ -109,3 +109,17 @@ def test_command_corpus_is_split_by_voice() -> None:
     assert clip.sample_rate == 16_000 and clip.samples.shape == (1, 16_000)
     with pytest.raises(ValueError, match="split must be one of"):
         make_dataset("demo_commands", split="validation")
+
+
+def test_shape_images_are_deterministic_and_split_by_palette() -> None:
+    from mpq_assets.datasets.shapes import PALETTES, SHAPES
+
+    train = list(make_dataset("demo_shapes", split="train").items())
+    test = list(make_dataset("demo_shapes", split="test", per_class=3).items())
+    assert len(train) == 24 * len(SHAPES) and len(test) == 3 * len(SHAPES)
+    assert {i.label for i in train} == {i.label for i in test} == set(SHAPES)
+    assert not set(PALETTES["train"]) & set(PALETTES["test"])
+    assert not {i.item_id for i in train} & {i.item_id for i in test}
+    a, b = train[5].load(), train[5].load()
+    assert a.shape == (128, 128, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert not np.array_equal(a, train[6].load())

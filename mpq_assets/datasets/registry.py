@@ -10,6 +10,7 @@ from mpq_assets.datasets.base import Dataset
 from mpq_assets.datasets.demo import DemoCommands, DemoImages, DemoMusic, DemoSpeech
 from mpq_assets.datasets.folder import AudioFolder, ImageFolder, MusdbStems, StemsFolder
 from mpq_assets.datasets.huggingface import HuggingFaceAudio, HuggingFaceImages
+from mpq_assets.datasets.shapes import DemoShapes
 from mpq_assets.settings import Settings
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
@@ -17,6 +18,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "demo_speech": DemoSpeech,
     "demo_music": DemoMusic,
     "demo_commands": DemoCommands,
+    "demo_shapes": DemoShapes,
     "image_folder": ImageFolder,
     "audio_folder": AudioFolder,
     "stems_folder": StemsFolder,

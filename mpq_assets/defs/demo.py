@@ -25,7 +25,7 @@ from mpq_assets.pipeline.training import matrix_table
 from mpq_assets.settings import Settings, load_settings
 from mpq_assets.store import ResultsStore
 
-DEMO_EXPERIMENTS = ("demo_images", "demo_speech", "demo_music", "demo_commands")
+DEMO_EXPERIMENTS = ("demo_images", "demo_speech", "demo_music", "demo_commands", "demo_shapes")
 
 
 def ensure_codec_partitions(instance: DagsterInstance, experiment: Experiment, codecs: Sequence[str]) -> None:
@@ -168,27 +168,19 @@ def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str
                         "string_agg(CASE WHEN helped THEN point END, ', ' ORDER BY ratio) AS helped_at "
                         "FROM paired_differences WHERE experiment = ? GROUP BY ALL ORDER BY task_measure",
                         [experiment])
-    tables = {}
-    if len(points):
-        tables["operating points per codec (every analysis counts distinct points: merged = duplicate "
-               "partitions, missed = partitions with items that missed their target)"] = points
-    if len(curves):
-        tables["BD-rate (%, vs the anchor codec) and highest achieved ratio keeping 95% of the reference score, "
-               "over distinct points"] = curves
-    if len(others):
-        tables["BD-rate (%) against every anchor with enough distinct points"] = others
-    if len(best):
-        tables["best quality predictor per task measure (Spearman r over distinct points, 95% CI)"] = best
-    if len(wrong):
-        tables["correlations with the wrong sign (worse quality, better task score): never ranked"] = wrong
-    matrix = matrix_table(store, experiment)
-    if len(matrix):
-        tables["trained on (rows) x tested on (columns): accuracy, mean ± sd over seeds; test voices never "
-               "heard in training"] = matrix
-    if len(gains):
-        tables["compression vs the uncompressed items, per task measure: distinct points where the paired 95% "
-               "interval (items resampled) is above 0 (helped) or below (hurt)"] = gains
-    return tables
+    return {title: frame for title, frame in (
+        ("operating points per codec (every analysis counts distinct points: merged = duplicate partitions, missed "
+         "= partitions with items that missed their target)", points),
+        ("BD-rate (%, vs the anchor codec) and highest achieved ratio keeping 95% of the reference score, over "
+         "distinct points", curves),
+        ("BD-rate (%) against every anchor with enough distinct points", others),
+        ("best quality predictor per task measure (Spearman r over distinct points, 95% CI)", best),
+        ("correlations with the wrong sign (worse quality, better task score): never ranked", wrong),
+        ("trained on (rows) x tested on (columns): accuracy, mean ± sd over seeds; training and test items are "
+         "disjoint", matrix_table(store, experiment)),
+        ("compression vs the uncompressed items, per task measure: distinct points where the paired 95% interval "
+         "(items resampled) is above 0 (helped) or below (hurt)", gains),
+    ) if len(frame)}
 
 
 def run_demo(

@@ -106,6 +106,13 @@ EXPERIMENTS: dict[str, Experiment] = {
                    description="Beans leaf disease test split, ViT fine-tuned on beans",
                    tasks=(TaskSpec("classification", "classification", {"model": "nateraw/vit-base-beans"}),),
                    quality_metrics=("psnr", "ms_ssim", "lpips_alex")),
+        # the paper's third finding on real data: beans' train split (1034 images) compressed, a linear probe
+        # on EfficientNet-Lite0 features per training variant, tested on the test split's variants
+        Experiment("paper_beans_training", "image", "hf_images", {"name": "beans", "split": "test"},
+                   description="Beans: a linear probe trained on each compressed variant of the train split",
+                   training=TrainingSpec("linear_probe", {"split": "train"},
+                                         variants=(("jpeg", "20x"), ("jpeg", "100x"), ("webp", "200x"),
+                                                   ("hific", "200x")))),
         Experiment("paper_ade20k", "image", "hf_images", {"name": "ade20k"},
                    description="ADE20k (scene_parse_150) validation, SegFormer-B0",
                    tasks=(TaskSpec("segmentation", "segmentation",
@@ -129,6 +136,12 @@ EXPERIMENTS: dict[str, Experiment] = {
                                          variants=(("opus", "20x"), ("opus", "50x"), ("mp3", "20x"),
                                                    ("mp3", "50x"), ("codec2", "100x")),
                                          seeds=3, recipe_args={"epochs": 20})),
+        Experiment("demo_shapes", "image", "demo_shapes", {"split": "test"},
+                   description="generated shapes on smooth backgrounds; a linear probe on EfficientNet-Lite0 "
+                   "features trained on each training variant, tested on background palettes it never saw",
+                   training=TrainingSpec("linear_probe", {"split": "train"},
+                                         variants=(("jpeg", "20x"), ("jpeg", "50x"), ("webp", "100x"),
+                                                   ("webp", "200x")), seeds=3)),
         # The paper's audio sets: Common Voice 11 (hub, needs accepting its terms) and MUSDB18-HQ
         # (a local copy: MPQ_MUSDB_ROOT, default data/musdb18hq, its test/ split).
         Experiment("paper_commonvoice", "audio", "hf_audio", {"name": "common_voice_11"},

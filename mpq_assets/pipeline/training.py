@@ -81,6 +81,17 @@ def load_variant(experiment: Experiment, store: ResultsStore, key: Key, recipe: 
     return Variant(key, recipe.features(items), labels, ids, errors)
 
 
+def _loaded(experiment: Experiment, store: ResultsStore, key: Key, recipe: Recipe, role: str, summary: StepSummary,
+            logger: logging.Logger | logging.LoggerAdapter) -> Variant | None:
+    """The variant, or None with a note naming it and why (the other variants go on)."""
+    try:
+        return load_variant(experiment, store, key, recipe)
+    except RuntimeError as exc:
+        summary.notes.append(f"{role} variant {variant_name(key)} skipped: {exc}")
+        logger.warning("%s", summary.notes[-1])
+        return None
+
+
 def train_models(experiment: Experiment, store: ResultsStore, settings: Settings,
                  logger: logging.Logger | logging.LoggerAdapter = log) -> StepSummary:
     """Every training variant x seed, saved as safetensors; rows in ``training_runs`` and ``training_curves``."""
@@ -101,11 +112,8 @@ def train_models(experiment: Experiment, store: ResultsStore, settings: Settings
                                  f"{variant_name(trained[point])} (identical bitstreams): trained once")
             continue
         trained[point] = key
-        try:
-            variant = load_variant(split, store, key, recipe)
-        except RuntimeError as exc:
-            summary.notes.append(f"training variant {variant_name(key)} skipped: {exc}")
-            logger.warning("%s", summary.notes[-1])
+        variant = _loaded(split, store, key, recipe, "training", summary, logger)
+        if variant is None:
             continue
         errors += variant.errors
         for seed in range(spec.seeds):
@@ -174,11 +182,8 @@ def transfer_matrix(experiment: Experiment, store: ResultsStore, settings: Setti
     summary = StepSummary()
     rows, errors = [], []
     for key in evaluation_variants(experiment, store):
-        try:
-            variant = load_variant(experiment, store, key, recipe)
-        except RuntimeError as exc:
-            summary.notes.append(f"test variant {variant_name(key)} skipped: {exc}")
-            logger.warning("%s", summary.notes[-1])
+        variant = _loaded(experiment, store, key, recipe, "test", summary, logger)
+        if variant is None:
             continue
         errors += variant.errors
         rows += _scores(models, variant, recipe)
