@@ -123,3 +123,26 @@ def test_shape_images_are_deterministic_and_split_by_palette() -> None:
     a, b = train[5].load(), train[5].load()
     assert a.shape == (128, 128, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
     assert not np.array_equal(a, train[6].load())
+
+
+def test_linear_probe_on_a_huggingface_backbone(tmp_path, monkeypatch) -> None:
+    """The hub-loading path on a tiny randomly initialised ViT saved like a checkpoint (never in a result)."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    from mpq_assets.weights import ModelNotAvailableError
+
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-vit"
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                       image_size=32, patch_size=8)).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    probe = LinearProbe(backbone=f"hf:{folder}", hyper=Hyper(epochs=2))
+    images = [np.random.default_rng(k).integers(0, 256, (40, 48, 3), dtype=np.uint8) for k in range(6)]
+    feats = probe.features(images)
+    assert tuple(feats.shape) == (6, 32) and torch.isfinite(feats).all()
+    assert torch.equal(feats, probe.features(images))  # the same backbone, loaded once, in eval mode
+    model = fit(probe, feats, ["a", "b"] * 3, ["a", "b"], seed=0)
+    assert model.config["backbone"] == f"hf:{folder}" and predict(model, feats).shape == (6, 2)
+    monkeypatch.setenv("MPQ_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailableError, match="downloads are off"):
+        LinearProbe(backbone="hf:nobody/no-such-vit").features(images)

