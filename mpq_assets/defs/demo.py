@@ -81,6 +81,10 @@ def materialise_experiment(
                 say(f"  {experiment.name} {codec}@{bitrate} FAILED (see the run in the Dagster UI)")
         if rates:
             say(f"  {names} {codec}: {len(rates)} ratios ({time.perf_counter() - t0:.1f}s)")
+    if experiment.training is not None:
+        spec = experiment.training
+        say(f"  {experiment.name}: training {spec.recipe} on {1 + len(spec.variants)} training variants x "
+            f"{spec.seeds} seeds, then testing every model on every test variant (a few minutes)")
     t0 = time.perf_counter()
     result = materialize(assets, selection=analyses, instance=instance, resources=resources, run_config=quiet,
                          raise_on_error=False)
