@@ -139,3 +139,19 @@ def test_compression_gains_on_the_demo_run(demo_run) -> None:
         assert not (paired["helped"] & paired["hurt"]).any()
     top1 = store.query("SELECT * FROM paired_differences WHERE experiment = 'demo_images' AND metric = 'top1'")
     assert (top1["items"] == 5).all()  # the five labelled photos
+
+
+def test_which_model_breaks_first(demo_run) -> None:
+    settings, store, _, _ = demo_run
+    view = store.query("SELECT * FROM model_degradation WHERE experiment = 'demo_images' AND metric = 'agreement'")
+    curves = store.query("SELECT codec, split_part(measure, '.', 1) AS task, kept_ratio FROM rate_curves WHERE "
+                         "experiment = 'demo_images' AND measure LIKE '%.agreement'")
+    assert len(view) == len(curves) and (view["models"] == 3).all()
+    assert set(view["model"]) == {"efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"}
+    for codec, group in view.groupby("codec"):
+        kept = group["kept_ratio"].fillna(0)
+        # rank 1 is the model with the lowest kept ratio: the one that breaks first
+        assert set(group.loc[group["breaks_first"] == 1, "kept_ratio"].fillna(0)) == {kept.min()}, codec
+    assert "kl" not in set(store.query("SELECT DISTINCT metric FROM model_degradation")["metric"])
+    report = (settings.reports_dir / "demo_images.html").read_text(encoding="utf-8")
+    assert "Which model breaks first" in report

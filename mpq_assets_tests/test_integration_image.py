@@ -25,13 +25,17 @@ def run(demo_run):
 
 def test_reference_predictions_are_real(run) -> None:
     store, _ = run
+    every = store.query("SELECT task, count(*) AS n, any_value(model) AS model FROM predictions WHERE codec = "
+                        "'reference' AND experiment = 'demo_images' GROUP BY task ORDER BY task")
+    assert every.values.tolist() == [["classification", 11, "efficientnet-lite0"], ["lite1", 11, "efficientnet-lite1"],
+                                     ["lite2", 11, "efficientnet-lite2"]]
     refs = store.query("SELECT item_id, prediction, model FROM predictions WHERE codec = 'reference' AND "
-                       "experiment = 'demo_images'")
+                       "experiment = 'demo_images' AND task = 'classification'")
     assert len(refs) == 11 and set(refs["model"]) == {"efficientnet-lite0"}
     top1 = {r.item_id: json.loads(r.prediction)["top1"] for r in refs.itertuples()}
     assert top1["coffee"] == "espresso"
     acc = store.query("SELECT metric, value, n FROM task_scores WHERE codec = 'reference' AND item_id IS NULL "
-                      "AND experiment = 'demo_images'")
+                      "AND experiment = 'demo_images' AND task = 'classification'")
     by = {r.metric: (r.value, r.n) for r in acc.itertuples()}
     assert by["top1"][1] == 5 and by["top1"][0] >= 0.6  # 5 hand-labelled photos
     assert by["top5"][0] >= by["top1"][0]
@@ -47,16 +51,18 @@ def test_every_table_has_the_partitions_rows(run) -> None:
         q = store.query("SELECT metric, count(*) AS n, count(DISTINCT item_id) AS d FROM quality "
                         "WHERE experiment=? AND codec=? AND bitrate=? GROUP BY metric", args)
         assert set(q["metric"]) == METRICS and (q["n"] == 11).all() and (q["d"] == 11).all()
-        p = store.query("SELECT count(*) AS n FROM predictions WHERE experiment=? AND codec=? AND bitrate=?", args)
-        assert p["n"][0] == 11
-        s = store.query("SELECT metric, value, n FROM task_scores WHERE experiment=? AND codec=? AND bitrate=? "
-                        "AND item_id IS NULL", args)
-        agg = {r.metric: (r.value, r.n) for r in s.itertuples()}
-        assert set(agg) == {"top1", "top5", "agreement", "kl"}
-        assert agg["agreement"][1] == 11 and agg["top1"][1] == 5
-        per_item = store.query("SELECT count(*) AS n FROM task_scores WHERE experiment=? AND codec=? AND "
-                               "bitrate=? AND metric='agreement' AND item_id IS NOT NULL", args)
-        assert per_item["n"][0] == 11
+        p = store.query("SELECT task, count(*) AS n FROM predictions WHERE experiment=? AND codec=? AND bitrate=? "
+                        "GROUP BY task ORDER BY task", args)
+        assert p.values.tolist() == [["classification", 11], ["lite1", 11], ["lite2", 11]]  # three classifiers
+        for task in p["task"]:
+            s = store.query("SELECT metric, value, n FROM task_scores WHERE experiment=? AND codec=? AND bitrate=? "
+                            "AND task=? AND item_id IS NULL", [*args, task])
+            agg = {r.metric: (r.value, r.n) for r in s.itertuples()}
+            assert set(agg) == {"top1", "top5", "agreement", "kl"}
+            assert agg["agreement"][1] == 11 and agg["top1"][1] == 5
+            per_item = store.query("SELECT count(*) AS n FROM task_scores WHERE experiment=? AND codec=? AND "
+                                   "bitrate=? AND task=? AND metric='agreement' AND item_id IS NOT NULL", [*args, task])
+            assert per_item["n"][0] == 11
     assert store.query("SELECT count(*) AS n FROM errors WHERE experiment = 'demo_images'")["n"][0] == 0
 
 

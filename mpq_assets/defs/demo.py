@@ -172,6 +172,9 @@ def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str
                         "string_agg(CASE WHEN helped THEN point END, ', ' ORDER BY ratio) AS helped_at "
                         "FROM paired_differences WHERE experiment = ? GROUP BY ALL ORDER BY task_measure",
                         [experiment])
+    models = store.query("SELECT metric, codec, string_agg(task || ' ' || coalesce(round(kept_ratio, 1)::VARCHAR, "
+                         "'none'), ' < ' ORDER BY breaks_first, task) AS breaks_first_to_last FROM model_degradation "
+                         "WHERE experiment = ? AND models > 1 GROUP BY ALL ORDER BY metric, codec", [experiment])
     return {title: frame for title, frame in (
         ("operating points per codec (every analysis counts distinct points: merged = duplicate partitions, missed "
          "= partitions with items that missed their target)", points),
@@ -180,6 +183,8 @@ def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str
         ("BD-rate (%) against every anchor with enough distinct points", others),
         ("best quality predictor per task measure (Spearman r over distinct points, 95% CI)", best),
         ("correlations with the wrong sign (worse quality, better task score): never ranked", wrong),
+        ("which model breaks first, per codec: each model's highest achieved ratio keeping 95% of its own "
+         "uncompressed score (none: below 95% at the codec's lowest ratio)", models),
         ("trained on (rows) x tested on (columns): accuracy, mean ± sd over seeds; training and test items are "
          "disjoint", matrix_table(store, experiment)),
         ("compression vs the uncompressed items, per task measure: distinct points where the paired 95% interval "

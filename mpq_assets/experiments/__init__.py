@@ -90,7 +90,10 @@ EXPERIMENTS: dict[str, Experiment] = {
     for e in (
         Experiment("demo_images", "image", "demo_images",
                    description="Photos shipped by scikit-image / scikit-learn / matplotlib, 5 hand-labelled",
-                   tasks=(TaskSpec("classification", "classification", {"model": "efficientnet-lite0"}),),
+                   # three offline ImageNet classifiers of one family at three input sizes: which breaks first?
+                   tasks=(TaskSpec("classification", "classification", {"model": "efficientnet-lite0"}),
+                          TaskSpec("lite1", "classification", {"model": "efficientnet-lite1"}),
+                          TaskSpec("lite2", "classification", {"model": "efficientnet-lite2"})),
                    # lpips_vgg is available too, but costs ~1.3 s per 512 px item on 2 CPU cores (25x Alex)
                    quality_metrics=("psnr", "ssim", "ms_ssim", "lpips_alex"),
                    headline=("psnr", "ms_ssim", "lpips_alex", "classification.agreement", "classification.kl",

@@ -416,6 +416,9 @@ def write_report(experiment: Experiment, store: ResultsStore, reports_dir: Path,
     paired = store.query("SELECT task, metric, point, ratio, items, reference, compressed, difference, ci_low, "
                          "ci_high, p_value, q_value, helped, hurt, note FROM paired_differences WHERE experiment = ? "
                          "ORDER BY task, metric, codec, ratio", [name])
+    models = store.query("SELECT metric, codec, breaks_first, task, model, reference, kept_ratio, points FROM "
+                         "model_degradation WHERE experiment = ? AND models > 1 ORDER BY metric, codec, breaks_first, "
+                         "task", [name])
     gains_title = "Where compression helped: better than on the uncompressed items, paired 95% interval above 0"
     curve_title = "Rate curves: BD-rate and the highest ratio keeping 95% of the reference"
     tables = {
@@ -427,6 +430,7 @@ def write_report(experiment: Experiment, store: ResultsStore, reports_dir: Path,
         "Best quality predictor of each task metric": ranking,
         "Correlations with the wrong sign (never ranked)": wrong,
         "All correlations": corr,
+        "Which model breaks first: the highest ratio each keeps 95% of its own uncompressed score": models,
         gains_title: gains,
         "Paired differences to the uncompressed items": paired,
         "Failures": failures,

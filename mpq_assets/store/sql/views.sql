@@ -175,3 +175,22 @@ FROM one o
 LEFT JOIN operating_points tr ON tr.experiment = o.experiment || '_train' AND tr.point = o.train_variant
 LEFT JOIN operating_points te ON te.experiment = o.experiment AND te.point = o.test_variant
 GROUP BY o.experiment, o.train_variant, o.test_variant, o.metric;
+
+-- Which model breaks first: per codec and task metric, every model (task) of the experiment by the
+-- highest achieved ratio up to which it keeps 95% of its own uncompressed score (rate_curves'
+-- kept_ratio; a model below 95% already at the codec's lowest ratio keeps none). Rank 1 breaks first.
+-- Metrics without a kept ratio for any reason but that one (KL: no bounded complement) are left out.
+CREATE OR REPLACE VIEW model_degradation AS
+WITH kept AS (
+    SELECT experiment, codec, split_part(measure, '.', 1) AS task, split_part(measure, '.', 2) AS metric,
+           kept_ratio, reference, points, kept_note
+    FROM rate_curves
+    WHERE kind = 'task' AND (kept_ratio IS NOT NULL OR kept_note LIKE '%already keeps less%')
+), models AS (
+    SELECT experiment, task, any_value(model) AS model FROM task_scores WHERE codec = 'reference' GROUP BY ALL
+)
+SELECT k.experiment, k.codec, k.metric, k.task, m.model, k.reference, k.kept_ratio, k.points,
+       count(*) OVER (PARTITION BY k.experiment, k.codec, k.metric) AS models,
+       rank() OVER (PARTITION BY k.experiment, k.codec, k.metric ORDER BY coalesce(k.kept_ratio, 0)) AS breaks_first
+FROM kept k
+LEFT JOIN models m USING (experiment, task);
