@@ -173,7 +173,7 @@ def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str
                         "FROM paired_differences WHERE experiment = ? GROUP BY ALL ORDER BY task_measure",
                         [experiment])
     models = store.query("SELECT metric, codec, string_agg(task || ' ' || coalesce(round(kept_ratio, 1)::VARCHAR, "
-                         "'none'), ' < ' ORDER BY breaks_first, task) AS breaks_first_to_last FROM model_degradation "
+                         "'none'), ', ' ORDER BY breaks_first, task) AS first_to_break_to_last FROM model_degradation "
                          "WHERE experiment = ? AND models > 1 GROUP BY ALL ORDER BY metric, codec", [experiment])
     return {title: frame for title, frame in (
         ("operating points per codec (every analysis counts distinct points: merged = duplicate partitions, missed "
