@@ -97,3 +97,14 @@ def test_a_fixed_setting_is_one_operating_point_in_the_analyses(photos: dict[str
     assert summary["missed_target"].tolist() == [sum(raw_bytes(p) / s < t for p, s in zip(photos.values(), sizes,
                                                                                        strict=True))
                                                  for t in (20, 50, 100, 200, 500, 1000)]
+
+
+def test_mbt2018_q1_needs_only_the_quality_1_checkpoint(tmp_path) -> None:
+    from mpq_assets.codecs.neural_image import Mbt2018, checkpoint_filename
+    from mpq_assets.codecs.paper import Mbt2018Q1
+
+    whole, one = Mbt2018(weights_dir=tmp_path), Mbt2018Q1(weights_dir=tmp_path)
+    assert "mbt2018-1-" in one.weights_missing() and "mbt2018-2-" not in one.weights_missing()
+    (tmp_path / checkpoint_filename("mbt2018", 1)).write_bytes(b"")  # present (contents are checked at load)
+    assert one.weights_missing() is None
+    assert "mbt2018-2-" in whole.weights_missing() and "mbt2018-1-" not in whole.weights_missing()

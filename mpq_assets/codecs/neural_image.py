@@ -333,11 +333,14 @@ class NeuralImageCodec(Codec):
     def folder(self) -> Path:
         return weights_dir(self._weights_dir)
 
-    def weights_missing(self) -> str | None:
+    def weights_missing(self, qualities: Sequence[int] | None = None) -> str | None:
+        """What is missing of the checkpoints of ``qualities`` (default: every quality the ladder uses)."""
         if self._models is not None:
             return None
         folder = self.folder
-        missing = [p.name for p in checkpoint_paths(self.name, folder) if not p.is_file()]
+        wanted = set(qualities) if qualities is not None else set(_arch(self.name)[1])
+        missing = [folder / checkpoint_filename(self.name, q) for q in _arch(self.name)[1] if q in wanted]
+        missing = [p.name for p in missing if not p.is_file()]
         if not missing:
             return None
         return (f"{self.name} needs CompressAI's pretrained checkpoints, not found in {folder}: missing "

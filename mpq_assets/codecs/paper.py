@@ -125,6 +125,9 @@ class Mbt2018Q1(FixedSetting):
     inner = Mbt2018
     setting = 1
 
+    def weights_missing(self) -> str | None:
+        return self._inner.weights_missing(qualities=(self.setting,))  # one checkpoint, not the whole ladder
+
 
 class Opus6k(FixedSetting):
     name = "opus-6k"
