@@ -21,7 +21,7 @@ from mpq_assets.artifacts import trained_model_path
 from mpq_assets.settings import Settings, load_settings
 from mpq_assets.tasks import scoring
 from mpq_assets.tasks.base import ModelNotAvailableError, Prediction, Score, Task, TaskInfo, same_length
-from mpq_assets.training import TrainedModel, load, predict
+from mpq_assets.training import Recipe, TrainedModel, load, predict
 from mpq_assets.training.trainer import recipe_of
 
 REFERENCE = "reference"
@@ -51,6 +51,7 @@ class _TrainedClassifier(Task):
                              "seed)")
         self.path = Path(path) if path else trained_path(settings or load_settings(), str(experiment), variant, seed)
         self._model: TrainedModel | None = None
+        self._recipe: Recipe | None = None
 
     @property
     def model_id(self) -> str:
@@ -65,12 +66,12 @@ class _TrainedClassifier(Task):
             if model.config.get("recipe") is None or recipe_of(model).modality != self.modality:
                 raise ValueError(f"{self.path}: a {model.config.get('recipe')} model is not a {self.modality} "
                                  "classifier")
-            self._model = model
+            self._model, self._recipe = model, recipe_of(model)
         return self._model
 
     def predict(self, items: Sequence[Any]) -> list[Prediction]:
         model = self.load()
-        recipe = recipe_of(model)
+        recipe = self._recipe  # built once with the model: its front end (mel filterbank, backbone) is reused
         out: list[Prediction] = []
         for start in range(0, len(items), self.batch_size):
             probs = predict(model, recipe.features(items[start:start + self.batch_size]), recipe).numpy()

@@ -49,10 +49,8 @@ class TrainedModel:
 
 
 def recipe_of(model: TrainedModel) -> Recipe:
-    config = {k: v for k, v in model.config.items() if k not in ("recipe", "backbone")}
-    if "backbone" in model.config:
-        config["backbone"] = model.config["backbone"]
-    return make_recipe(model.config["recipe"], **config)
+    """The recipe a model was trained with, rebuilt from its stored config (hyper-parameters, backbone)."""
+    return make_recipe(model.config["recipe"], **{k: v for k, v in model.config.items() if k != "recipe"})
 
 
 def state_hash(state: dict[str, torch.Tensor]) -> str:
