@@ -288,17 +288,12 @@ def voice_events(
         bytes([0xB0 | channel, 93, 0]),  # chorus send
     ]
     events = [(0, -10 + k, msg) for k, msg in enumerate(setup)]
-    for note in part.stripTies().flatten().notes:
-        start_q = float(note.offset)
-        end_q = min(start_q + float(note.quarterLength), length_q)
-        if note.quarterLength == 0 or start_q >= length_q:
-            continue
+    for start_q, end_q, midi in voice_notes(part, length_q):
         start = round(start_q * TICKS_PER_QUARTER)
         end = round(end_q * TICKS_PER_QUARTER)
-        for pitch in note.pitches:
-            # note-offs sort before note-ons at the same tick, so repeated pitches re-strike
-            events.append((start, 1, bytes([0x90 | channel, pitch.midi, VELOCITY])))
-            events.append((end, 0, bytes([0x80 | channel, pitch.midi, 0])))
+        # note-offs sort before note-ons at the same tick, so repeated pitches re-strike
+        events.append((start, 1, bytes([0x90 | channel, midi, VELOCITY])))
+        events.append((end, 0, bytes([0x80 | channel, midi, 0])))
     return events
 
 
@@ -318,16 +313,61 @@ def render(mid: bytes, name: str, workdir: Path, n_samples: int) -> np.ndarray:
     return x[:n_samples]
 
 
-def make_track(chorale: Chorale, workdir: Path) -> tuple[dict[str, np.ndarray], float, float]:
-    """Render stems and mixture of one chorale; returns audio, seconds and stems-vs-mix SNR."""
+def satb_score(chorale: Chorale) -> stream.Score:
+    """The chorale's score from the music21 corpus, checked to be four SATB parts."""
     from music21 import corpus
 
     score = corpus.parse(f"bach/{chorale.bwv}")
     names = [p.partName for p in score.parts]
     if names != ["Soprano", "Alto", "Tenor", "Bass"]:
         raise RuntimeError(f"{chorale.bwv}: expected SATB parts, got {names}")
+    return score
+
+
+def excerpt_timing(score: stream.Score) -> tuple[float, int]:
+    """(excerpt length in quarters, microseconds per quarter): the tempo that makes it EXCERPT_SECONDS long."""
     length_q = excerpt_quarters(score)
-    us_per_quarter = round(EXCERPT_SECONDS * 1e6 / length_q)
+    return length_q, round(EXCERPT_SECONDS * 1e6 / length_q)
+
+
+def voice_notes(part: stream.Part, length_q: float) -> list[tuple[float, float, int]]:
+    """(start, end) in quarters and MIDI pitch of each sounding note of the excerpt, as ``voice_events`` plays it."""
+    out = []
+    for note in part.stripTies().flatten().notes:
+        start_q = float(note.offset)
+        end_q = min(start_q + float(note.quarterLength), length_q)
+        if note.quarterLength == 0 or start_q >= length_q:
+            continue
+        out += [(start_q, end_q, pitch.midi) for pitch in note.pitches]
+    return out
+
+
+def note_rows(chorale: Chorale) -> list[list[object]]:
+    """The excerpt's notes as rendered (seconds from the start of the audio), for ``notes.csv``."""
+    score = satb_score(chorale)
+    length_q, us_per_quarter = excerpt_timing(score)
+    seconds = us_per_quarter / 1e6
+    rows = []
+    for part, voice in zip(score.parts, VOICE_NAMES, strict=True):
+        ticks = [(round(a * TICKS_PER_QUARTER), round(b * TICKS_PER_QUARTER), p)
+                 for a, b, p in voice_notes(part, length_q)]
+        rows += [[f"{a / TICKS_PER_QUARTER * seconds:.4f}", f"{b / TICKS_PER_QUARTER * seconds:.4f}", p, voice]
+                 for a, b, p in ticks]
+    return sorted(rows, key=lambda r: (float(r[0]), r[2]))
+
+
+def write_notes(out: Path) -> None:
+    """``notes.csv`` (onset, offset, pitch, voice) beside each chorale's audio: exact transcription targets."""
+    for chorale in CHORALES:
+        rows = note_rows(chorale)
+        write_csv(out / "demo_music" / chorale.track_id / "notes.csv", ["onset", "offset", "pitch", "voice"], rows)
+        print(f"{chorale.track_id}: {len(rows)} notes")
+
+
+def make_track(chorale: Chorale, workdir: Path) -> tuple[dict[str, np.ndarray], float, float]:
+    """Render stems and mixture of one chorale; returns audio, seconds and stems-vs-mix SNR."""
+    score = satb_score(chorale)
+    length_q, us_per_quarter = excerpt_timing(score)
     excerpt_s = length_q * us_per_quarter / 1e6
     tail_q = 1e6 / us_per_quarter  # the MIDI files run 1 s past the last note so releases get rendered
     end_tick = round((length_q + tail_q) * TICKS_PER_QUARTER)
@@ -379,6 +419,7 @@ def make_music(out: Path) -> None:
         instruments = ";".join(f"{v}={i}" for v, i in zip(VOICE_NAMES, chorale.instruments, strict=True))
         rows.append([chorale.track_id, chorale.title, ";".join(VOICE_NAMES), instruments, f"{seconds:.2f}"])
     write_csv(target / "tracks.csv", ["track_id", "title", "stems", "instruments", "seconds"], rows)
+    write_notes(out)
     (target / "README.md").write_text(MUSIC_README.format(n=len(rows)), encoding="utf-8")
     print(f"music: {len(rows)} tracks -> {target}")
 
@@ -410,7 +451,9 @@ Each track folder holds `mixture.flac` and one stem per voice
 (`soprano`, `alto`, `tenor`, `bass`), all stereo 44.1 kHz 16-bit FLAC of
 identical length with one common gain per track (mixture peak -1 dBFS).
 `tracks.csv` lists title, stems, the General MIDI instrument of each voice and
-the duration.
+the duration. `notes.csv` in each track folder lists every note as rendered
+(`onset`, `offset` in seconds from the start of the audio, `pitch` as a MIDI
+number, `voice`): exact targets for music transcription.
 
 Made by writing one MIDI file per voice (and one with all four voices) and
 rendering each offline with `fluidsynth` and the FluidR3_GM soundfont, reverb
@@ -432,8 +475,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_out = REPO_ROOT / "data"
     parser.add_argument("--out", type=Path, default=default_out, help="data directory (default: repo data/)")
-    parser.add_argument("--only", choices=("speech", "music"), help="generate just one of the two datasets")
+    parser.add_argument("--only", choices=("speech", "music", "notes"),
+                        help="generate just one of the two datasets, or only the chorales' note lists")
     args = parser.parse_args()
+    if args.only == "notes":
+        write_notes(args.out)
+        return
     do_speech = args.only in (None, "speech")
     do_music = args.only in (None, "music")
     check_tools(do_speech, do_music)

@@ -8,7 +8,9 @@
 - ``demo_commands``: espeak-ng / flite command words at 16 kHz, split into
   train and test by voice (``data/demo_commands``, ``scripts/generate_demo_commands.py``).
 - ``demo_music``: Bach chorale excerpts rendered per voice (``data/demo_music``);
-  the item is the mixture, the stems are listed in ``extra``.
+  the item is the mixture, the stems and the note list are listed in ``extra``.
+- ``demo_documents``: paragraphs rendered in DejaVu faces with their exact text
+  (``data/demo_documents``, ``scripts/generate_demo_documents.py``), for OCR.
 """
 
 from __future__ import annotations
@@ -146,7 +148,8 @@ class DemoCommands(Dataset):
 
 
 class DemoMusic(Dataset):
-    """Bach chorale mixtures; the label (JSON) and ``extra`` map each stem name to its FLAC file."""
+    """Bach chorale mixtures; the label (JSON) maps each stem name to its FLAC file; ``extra`` holds the stems
+    too and ``notes``, the chorale's note list (``notes.csv``: the transcription target)."""
 
     modality: ClassVar[Modality] = "audio"
     stems: ClassVar[tuple[str, ...]] = ("soprano", "alto", "tenor", "bass")
@@ -163,10 +166,32 @@ class DemoMusic(Dataset):
                 track = check_item_id(row["track_id"])
                 mixture = safe_join(self.root, track, "mixture.flac")
                 stems = {s: str(safe_join(self.root, track, f"{s}.flac")) for s in self.stems}
+                notes = safe_join(self.root, track, "notes.csv")
                 yield ItemSource(
                     track,
                     f"demo_music/{track} ({row.get('title', '')})",
                     lambda p=mixture: load_audio(p),
                     label=json.dumps(stems),
-                    extra=stems,
+                    extra={**stems, **({"notes": str(notes)} if notes.is_file() else {})},
                 )
+
+
+class DemoDocuments(Dataset):
+    """Rendered text paragraphs (grayscale PNG, loaded as RGB); label = the exact text."""
+
+    modality: ClassVar[Modality] = "image"
+
+    def __init__(self, root: str | Path | None = None, settings: Settings | None = None) -> None:
+        self.root = Path(root) if root else (settings or load_settings()).demo_data_dir / "demo_documents"
+
+    def items(self) -> Iterator[ItemSource]:
+        table = self.root / "texts.csv"
+        if not table.exists():
+            raise FileNotFoundError(f"{table} is missing; run scripts/generate_demo_documents.py")
+        with table.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                item_id = check_item_id(row["item_id"])
+                path = safe_join(self.root, f"{item_id}.png")
+                yield ItemSource(item_id, f"demo_documents/{item_id}.png ({row['font']} {row['size']} px)",
+                                 lambda p=path: load_image(p), label=row["text"],
+                                 extra={"font": row["font"], "size": row["size"]})

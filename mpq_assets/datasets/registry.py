@@ -7,7 +7,7 @@ from typing import Any
 
 from mpq_assets.construct import build
 from mpq_assets.datasets.base import Dataset
-from mpq_assets.datasets.demo import DemoCommands, DemoImages, DemoMusic, DemoSpeech
+from mpq_assets.datasets.demo import DemoCommands, DemoDocuments, DemoImages, DemoMusic, DemoSpeech
 from mpq_assets.datasets.folder import AudioFolder, ImageFolder, MusdbStems, StemsFolder
 from mpq_assets.datasets.huggingface import HuggingFaceAudio, HuggingFaceImages
 from mpq_assets.datasets.shapes import DemoShapes
@@ -19,6 +19,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "demo_music": DemoMusic,
     "demo_commands": DemoCommands,
     "demo_shapes": DemoShapes,
+    "demo_documents": DemoDocuments,
     "image_folder": ImageFolder,
     "audio_folder": AudioFolder,
     "stems_folder": StemsFolder,

