@@ -15,11 +15,15 @@ DEMO_PLAN = {
     "demo_images": [("jpeg", "20x"), ("jpeg", "200x")],
     "demo_speech": [("opus", "100x"), ("mp3", "20x")],
     "demo_music": [("aac", "20x"), ("opus", "1000x")],
+    "demo_documents": [("jpeg", "100x")],
 }
-DEMO_ITEMS = {"demo_images": 11, "demo_speech": 24, "demo_music": 3}
+DEMO_ITEMS = {"demo_images": 11, "demo_speech": 24, "demo_music": 3, "demo_documents": 18}
 # CDPAM (~2 s per clip on 2 CPU cores) and DNSMOS (~0.5 s) are covered by their unit tests; the
 # integration run keeps the cheap metrics so the suite stays fast. Everything else is the demo as declared.
-DEMO_METRICS = {"demo_speech": ("snr", "si_sdr", "stoi", "pesq"), "demo_music": ("snr", "si_sdr", "log_mel_distance")}
+DEMO_METRICS = {"demo_speech": ("snr", "si_sdr", "stoi", "pesq"), "demo_music": ("snr", "si_sdr", "log_mel_distance"),
+                "demo_documents": ("psnr",)}
+# Whisper base (~1.5 s a clip) is covered by its own test; the integration run keeps the demo's other tasks
+DEMO_SKIP_TASKS = {"demo_speech": ("asr_base",)}
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +84,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
             exp = EXPERIMENTS[name]
             if name in DEMO_METRICS:
                 exp = dataclasses.replace(exp, quality_metrics=DEMO_METRICS[name])
+            if name in DEMO_SKIP_TASKS:
+                exp = dataclasses.replace(exp, tasks=tuple(t for t in exp.tasks if t.name not in DEMO_SKIP_TASKS[name]))
             assets = experiment_assets(exp)
             whole = [a.key for a in assets if a.partitions_def is None and a.key.path[-1] not in ANALYSES]
             partitioned = [a.key for a in assets if a.partitions_def is not None]

@@ -99,3 +99,16 @@ def test_scores_refuse_predictions_of_another_model(demo_run) -> None:
     assert all(np.array_equal(p.array, stored[item_id]) for item_id, p in got.items())
     with pytest.raises(RuntimeError, match="were made by .*efficientnet-lite0.*re-materialise"):
         load_predictions(store, settings, "demo_images", "classification", "jpeg", "20x", "google/vit-base-patch16-224")
+
+
+def test_ocr_on_the_rendered_documents(demo_run) -> None:
+    _, store, _, _ = demo_run
+    agg = store.query("SELECT codec, metric, value, n FROM task_scores WHERE experiment = 'demo_documents' AND "
+                      "task = 'ocr' AND item_id IS NULL")
+    got = {(r.codec, r.metric): (r.value, r.n) for r in agg.itertuples()}
+    assert got[("reference", "cer")][1] == 18 and got[("reference", "cer")][0] < 0.03
+    assert got[("jpeg", "cer")][0] > got[("reference", "cer")][0]  # 100:1 JPEG smears the letters
+    assert 0 < got[("jpeg", "cer_ref")][0] < 0.5
+    rows = store.query("SELECT count(*) AS n FROM task_scores WHERE experiment = 'demo_documents' AND codec = 'jpeg' "
+                       "AND metric = 'cer' AND item_id IS NOT NULL")["n"][0]
+    assert rows == 18

@@ -25,7 +25,7 @@ from mpq_assets.pipeline.training import matrix_table
 from mpq_assets.settings import Settings, load_settings
 from mpq_assets.store import ResultsStore
 
-DEMO_EXPERIMENTS = ("demo_images", "demo_speech", "demo_music", "demo_commands", "demo_shapes")
+DEMO_EXPERIMENTS = ("demo_images", "demo_documents", "demo_speech", "demo_music", "demo_commands", "demo_shapes")
 
 
 def ensure_codec_partitions(instance: DagsterInstance, experiment: Experiment, codecs: Sequence[str]) -> None:
@@ -130,10 +130,13 @@ def missing_optional_models(experiment: Experiment, settings: Settings | None = 
         if not (spec.optional and model in known):
             continue
         cached, where = location(model, settings)
-        if not cached:
-            lines.append(f"skipping task {spec.name}: {model} weights are not cached (none ship on PyPI). "
-                         f"Fetch them on a networked machine with `mpq models pull {model}`, or copy "
-                         f"{where} here; the rest of {experiment.name} runs.")
+        if cached:
+            continue
+        if known[model].kind == "package":
+            lines.append(f"skipping task {spec.name}: {model} is not installed ({where})")
+        else:
+            lines.append(f"skipping task {spec.name}: {model} weights are not cached (`mpq models pull {model}` "
+                         f"on a networked machine, or copy {where} here)")
     return lines
 
 
@@ -175,6 +178,10 @@ def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str
     models = store.query("SELECT metric, codec, string_agg(task || ' ' || coalesce(round(kept_ratio, 1)::VARCHAR, "
                          "'none'), ', ' ORDER BY breaks_first, task) AS first_to_break_to_last FROM model_degradation "
                          "WHERE experiment = ? AND models > 1 GROUP BY ALL ORDER BY metric, codec", [experiment])
+    tasks = store.query("SELECT codec, string_agg(task || ' ' || coalesce(round(kept_ratio, 1)::VARCHAR, 'none') "
+                        "|| ' (' || first_measure || ')', ', ' ORDER BY breaks_first, task) AS first_to_break_to_last "
+                        "FROM task_degradation WHERE experiment = ? AND tasks > 1 GROUP BY ALL ORDER BY codec",
+                        [experiment])
     return {title: frame for title, frame in (
         ("operating points per codec (every analysis counts distinct points: merged = duplicate partitions, missed "
          "= partitions with items that missed their target)", points),
@@ -185,6 +192,8 @@ def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str
         ("correlations with the wrong sign (worse quality, better task score): never ranked", wrong),
         ("which model breaks first, per codec: each model's highest achieved ratio keeping 95% of its own "
          "uncompressed score (none: below 95% at the codec's lowest ratio)", models),
+        ("which task breaks first, per codec: each task's highest achieved ratio keeping 95% of its uncompressed "
+         "score on every measure (in brackets: the measure that falls first)", tasks),
         ("trained on (rows) x tested on (columns): accuracy, mean ± sd over seeds; training and test items are "
          "disjoint", matrix_table(store, experiment)),
         ("compression vs the uncompressed items, per task measure: distinct points where the paired 95% interval "

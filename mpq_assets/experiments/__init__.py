@@ -129,15 +129,28 @@ EXPERIMENTS: dict[str, Experiment] = {
                    quality_metrics=("psnr", "ms_ssim", "lpips_alex")),
         Experiment("demo_speech", "audio", "demo_speech",
                    description="flite TTS sentences, 48 kHz mono like Common Voice, exact transcripts",
-                   tasks=(TaskSpec("asr", "asr", {"model": "tiny.en-ct2"}),),
+                   # two Whisper sizes and a speaker encoder, all from PyPI packages: which breaks first?
+                   tasks=(TaskSpec("asr", "asr", {"model": "tiny.en-ct2"}),
+                          TaskSpec("asr_base", "asr", {"model": "base-ct2"}, optional=True),
+                          TaskSpec("speaker", "speaker", {"model": "resemblyzer"}, optional=True, label="voice")),
                    quality_metrics=("snr", "si_sdr", "log_mel_distance", "stoi", "pesq", "cdpam", "dnsmos"),
-                   headline=("si_sdr", "stoi", "pesq", "cdpam", "asr.wer", "asr.wer_ref")),
+                   headline=("si_sdr", "stoi", "pesq", "cdpam", "asr.wer", "asr.wer_ref", "asr_base.wer",
+                             "asr_base.wer_ref", "speaker.speaker_sim", "speaker.eer")),
         Experiment("demo_music", "audio", "demo_music",
                    description="Bach chorale excerpts rendered per voice (FluidR3_GM), 44.1 kHz stereo",
-                   # no separation weights ship on PyPI: runs when `mpq models pull htdemucs` has been done
-                   tasks=(TaskSpec("separation", "separation", {"model": "htdemucs"}, optional=True),),
+                   # Basic Pitch ships in its wheel; no separation weights ship on PyPI: separation runs when
+                   # `mpq models pull htdemucs` has been done
+                   tasks=(TaskSpec("transcription", "transcription", {"model": "basic-pitch"}, optional=True,
+                                   label="notes"),
+                          TaskSpec("separation", "separation", {"model": "htdemucs"}, optional=True)),
                    quality_metrics=("snr", "si_sdr", "log_mel_distance", "cdpam"),
-                   headline=("snr", "si_sdr", "log_mel_distance", "cdpam", "separation.sdr_ref")),
+                   headline=("snr", "si_sdr", "log_mel_distance", "cdpam", "transcription.note_f1",
+                             "transcription.note_f1_ref", "separation.sdr_ref")),
+        Experiment("demo_documents", "image", "demo_documents",
+                   description="paragraphs rendered in six DejaVu faces at 16-26 px, exact text; Tesseract OCR",
+                   tasks=(TaskSpec("ocr", "ocr", {"model": "tesseract-eng"}, optional=True),),
+                   quality_metrics=("psnr", "ssim", "ms_ssim", "lpips_alex"),
+                   headline=("psnr", "ms_ssim", "lpips_alex", "ocr.cer", "ocr.wer", "ocr.cer_ref")),
         Experiment("demo_commands", "audio", "demo_commands", {"split": "test"},
                    description="espeak-ng / flite command words at 16 kHz; a keyword CNN trained on each "
                    "training variant, tested on voices it never heard",

@@ -419,6 +419,9 @@ def write_report(experiment: Experiment, store: ResultsStore, reports_dir: Path,
     models = store.query("SELECT metric, codec, breaks_first, task, model, reference, kept_ratio, points FROM "
                          "model_degradation WHERE experiment = ? AND models > 1 ORDER BY metric, codec, breaks_first, "
                          "task", [name])
+    tasks = store.query("SELECT codec, breaks_first, task, model, first_measure, kept_ratio, measures FROM "
+                        "task_degradation WHERE experiment = ? AND tasks > 1 ORDER BY codec, breaks_first, task",
+                        [name])
     gains_title = "Where compression helped: better than on the uncompressed items, paired 95% interval above 0"
     curve_title = "Rate curves: BD-rate and the highest ratio keeping 95% of the reference"
     tables = {
@@ -431,6 +434,8 @@ def write_report(experiment: Experiment, store: ResultsStore, reports_dir: Path,
         "Correlations with the wrong sign (never ranked)": wrong,
         "All correlations": corr,
         "Which model breaks first: the highest ratio each keeps 95% of its own uncompressed score": models,
+        "Which task breaks first: the highest ratio each task keeps 95% of its uncompressed score on all its "
+        "measures": tasks,
         gains_title: gains,
         "Paired differences to the uncompressed items": paired,
         "Failures": failures,

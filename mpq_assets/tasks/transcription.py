@@ -18,6 +18,7 @@ each note matches at most once (bipartite matching).
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 from collections.abc import Sequence
@@ -47,6 +48,11 @@ def _locate(settings: Settings) -> tuple[bool, str]:
         return False, basic_pitch.INSTALL
 
 
+def _require_mir_eval() -> None:
+    if importlib.util.find_spec("mir_eval") is None:
+        raise ModelNotAvailableError("transcription scores need mir_eval: pip install mir_eval")
+
+
 def note_scores(reference: Sequence[Note], estimate: Sequence[Note],
                 onset_tolerance: float = ONSET_TOLERANCE) -> tuple[float, float, float]:
     """(precision, recall, F1) of ``estimate`` against ``reference`` by onset and pitch (mir_eval).
@@ -55,10 +61,8 @@ def note_scores(reference: Sequence[Note], estimate: Sequence[Note],
         return 1.0, 1.0, 1.0
     if not reference or not estimate:
         return 0.0, 0.0, 0.0
-    try:
-        from mir_eval.transcription import precision_recall_f1_overlap
-    except ImportError as exc:
-        raise ModelNotAvailableError("transcription scores need mir_eval: pip install mir_eval") from exc
+    _require_mir_eval()
+    from mir_eval.transcription import precision_recall_f1_overlap
 
     def arrays(notes: Sequence[Note]) -> tuple[np.ndarray, np.ndarray]:
         intervals = np.array([[on, max(off, on + 1e-3)] for on, off, _ in notes], dtype=np.float64)
@@ -128,6 +132,7 @@ class MusicTranscription(Task):
 
     def predict(self, items: Sequence[Audio]) -> list[Prediction]:
         """The notes of each clip (mono, 22.05 kHz); ONNX on the CPU whatever the device."""
+        _require_mir_eval()  # a missing scorer skips the task here, before any work
         inputs = []
         for item in items:
             if not isinstance(item, Audio):

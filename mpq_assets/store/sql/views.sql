@@ -194,3 +194,21 @@ SELECT k.experiment, k.codec, k.metric, k.task, m.model, k.reference, k.kept_rat
        rank() OVER (PARTITION BY k.experiment, k.codec, k.metric ORDER BY coalesce(k.kept_ratio, 0)) AS breaks_first
 FROM kept k
 LEFT JOIN models m USING (experiment, task);
+
+-- Which task breaks first: per codec, every task (model) of the experiment by the first of its measures
+-- to fall below 95% of its own uncompressed score (the lowest kept_ratio over the task's measures, as in
+-- model_degradation; none: below 95% already at the codec's lowest ratio). Tasks of different kinds
+-- (ASR, speaker verification, OCR) compare on the one scale they share: compression ratio. Rank 1 first.
+CREATE OR REPLACE VIEW task_degradation AS
+WITH per_task AS (
+    SELECT experiment, codec, task, any_value(model) AS model,
+           arg_min(metric, coalesce(kept_ratio, 0)) AS first_measure,
+           nullif(min(coalesce(kept_ratio, 0)), 0) AS kept_ratio,
+           count(*) AS measures
+    FROM model_degradation
+    GROUP BY ALL
+)
+SELECT experiment, codec, task, model, first_measure, kept_ratio, measures,
+       count(*) OVER (PARTITION BY experiment, codec) AS tasks,
+       rank() OVER (PARTITION BY experiment, codec ORDER BY coalesce(kept_ratio, 0)) AS breaks_first
+FROM per_task;
