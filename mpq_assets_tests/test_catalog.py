@@ -54,7 +54,8 @@ EXPECTED_KINDS = {
     **{f"hific-{r}": "file" for r in ("low", "med", "high")},
     "lpips_alex": "conversion", "lpips_vgg": "conversion", "cdpam": "conversion",
     "efficientnet-lite0": "package", "efficientnet-lite1": "package", "efficientnet-lite2": "package",
-    "tiny.en-ct2": "package", "dnsmos": "package",
+    "tiny.en-ct2": "package", "dnsmos": "package", "base-ct2": "package", "basic-pitch": "package",
+    "resemblyzer": "package", "tesseract-eng": "package",
 }
 
 

@@ -233,10 +233,11 @@ def test_tasks_declare_their_weight_sources(tmp_path: Path, monkeypatch: pytest.
     sources = {s.name: s for s in declared}
     assert len(sources) == len(declared)  # one declaration per name
     lites = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
-    assert set(sources) == {*HUB, *WHISPER, *lites, "tiny.en-ct2", "htdemucs", "hdemucs_mmi"}
+    packaged = ("tiny.en-ct2", "base-ct2", "basic-pitch", "resemblyzer", "tesseract-eng")
+    assert set(sources) == {*HUB, *WHISPER, *lites, *packaged, "htdemucs", "hdemucs_mmi"}
     kinds = {name: s.kind for name, s in sources.items()}
     assert kinds == {**dict.fromkeys(HUB, "hub"), **dict.fromkeys(WHISPER, "download"),
-                     **dict.fromkeys(lites, "package"), "tiny.en-ct2": "package",
+                     **dict.fromkeys(lites, "package"), **dict.fromkeys(packaged, "package"),
                      "htdemucs": "download", "hdemucs_mmi": "download"}
     assert {s.name for s in SemanticSegmentation.weight_sources} == {HUB[2]}
     assert all(sources[n].origin == n and sources[n].fetch is not None for n in HUB)

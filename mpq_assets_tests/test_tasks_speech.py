@@ -253,7 +253,7 @@ def test_corpus_wer_over_a_subset_of_items_is_the_tasks_own_aggregate() -> None:
     """Per-item WER rows carry their reference words as n: any subset's corpus WER is rebuilt exactly."""
     pairs = [("the cat sat on the mat", "the cat sat on mat"), ("hello world", "yellow world war"),
              ("one two three four", "one two three four")]
-    rows = SpeechRecognition._rows(["a", "b", "c"], pairs, "wer", "cer", "wra")
+    rows = wer.error_rate_rows(["a", "b", "c"], pairs, "wer", "cer", "wra")
     items = [r for r in rows if r.item_id is not None]
     assert [r.n for r in items if r.metric == "wer"] == [6, 2, 4]
     corpus = {r.metric: r.value for r in rows if r.item_id is None}
@@ -261,7 +261,7 @@ def test_corpus_wer_over_a_subset_of_items_is_the_tasks_own_aggregate() -> None:
     assert SpeechRecognition.aggregate("cer", items) == pytest.approx(corpus["cer"])
     assert SpeechRecognition.aggregate("wra", items) == pytest.approx(corpus["wra"])
     sub = [r for r in items if r.item_id in ("a", "b")]
-    alone = {r.metric: r.value for r in SpeechRecognition._rows(["a", "b"], pairs[:2], "wer", "cer", "wra")
+    alone = {r.metric: r.value for r in wer.error_rate_rows(["a", "b"], pairs[:2], "wer", "cer", "wra")
              if r.item_id is None}
     assert SpeechRecognition.aggregate("wer", sub) == pytest.approx(alone["wer"]) == pytest.approx(3 / 8)
     assert SpeechRecognition.aggregate("wra", sub) == pytest.approx(alone["wra"])
