@@ -47,20 +47,27 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
+    from mpq_assets.store.user_sql import QueryError, run_user_query
+
     settings = load_settings()
     db = Path(args.db) if args.db else settings.db_path
-    if not db.exists():
-        print(f"no results database at {db}; run `make demo` first", file=sys.stderr)
+    if args.format == "parquet" and not args.output:
+        print("mpq query: --format parquet needs --output FILE", file=sys.stderr)
         return 2
-    df = ResultsStore(db).query(args.sql)
-    if args.format == "csv":
-        df.to_csv(args.output or sys.stdout, index=False)
-    elif args.format == "parquet":
-        if not args.output:
-            print("--format parquet needs --output FILE", file=sys.stderr)
-            return 2
-        df.to_parquet(args.output, index=False)
-    else:
+    try:
+        df = run_user_query(db, args.sql, settings.lock_timeout_s)
+    except QueryError as exc:
+        print(f"mpq query: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.format == "csv":
+            df.to_csv(args.output or sys.stdout, index=False)
+        elif args.format == "parquet":
+            df.to_parquet(args.output, index=False)
+    except OSError as exc:
+        print(f"mpq query: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if args.format == "table":
         import pandas as pd
 
         with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200):
@@ -105,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("action", nargs="?", choices=["list", "pull"], default="list")
     models.add_argument("names", nargs="*")
     models.set_defaults(func=_cmd_models)
-    query = sub.add_parser("query", help="run SQL against the results database, read-only")
+    query = sub.add_parser("query", help="run SQL against the results database: read-only, no other file, no "
+                           "network, no extensions")
     query.add_argument("sql")
     query.add_argument("--db", help="DuckDB file (default: settings)")
     query.add_argument("--format", choices=["table", "csv", "parquet"], default="table")

@@ -27,6 +27,8 @@ from mpq_assets.store.spool import overlay_connection, write_unit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# the results file's storage format: what DuckDB 1.5 (and the duckdb-cli package) reads
+STORAGE_COMPATIBILITY = "v1.5.0"
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 
 class StoreLockedError(RuntimeError):
@@ -68,7 +70,10 @@ class ResultsStore:
 
     # -- connections -------------------------------------------------------------
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        return self.retry_on_lock(lambda: duckdb.connect(str(self.path), read_only=read_only))
+        # a new file is written in the storage format current 1.x clients (the duckdb CLI, DBeaver, the R and
+        # Julia bindings) read; DuckDB keeps a file's format on later writes
+        config = {} if read_only or self.path.exists() else {"storage_compatibility_version": STORAGE_COMPATIBILITY}
+        return self.retry_on_lock(lambda: duckdb.connect(str(self.path), read_only=read_only, config=config))
 
     def retry_on_lock(self, open_: Callable[[], T]) -> T:
         """``open_()`` until DuckDB stops refusing it for the file lock (jittered backoff, then a clear error)."""
