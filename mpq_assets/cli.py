@@ -1,4 +1,4 @@
-"""``mpq``: the command line (demo, codec list, read-only SQL)."""
+"""``mpq``: the command line (demo, run, init, partitions, codecs, models, read-only SQL, merge, benchmarks)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,79 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(args.experiments or DEMO_EXPERIMENTS, codecs=args.codecs, bitrates=args.bitrates,
              skip_metrics=args.skip_metrics or ())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mpq_assets.defs.demo import open_instance, print_results, run_experiments
+    from mpq_assets.experiments import EXPERIMENTS
+
+    known = dict(EXPERIMENTS)
+    if args.study:
+        from mpq_assets.study import StudyError, load_study
+
+        try:
+            studies = load_study(args.study)
+        except StudyError as exc:  # names the defs.yaml, the line and the field
+            print(f"mpq run: {exc}", file=sys.stderr)
+            return 2
+        known.update(studies)
+    names = args.experiments or (list(studies) if args.study else [])
+    if not names:
+        print("mpq run: name an experiment (or give --study DIR); known: " + ", ".join(known), file=sys.stderr)
+        return 2
+    missing = [n for n in names if n not in known]
+    if missing:
+        print(f"mpq run: unknown experiment {', '.join(missing)}; known: {', '.join(known)}", file=sys.stderr)
+        return 2
+    experiments = [known[n] for n in names]
+    try:
+        for exp in experiments:
+            exp.check()
+    except ValueError as exc:
+        print(f"mpq run: {exc}", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    settings.ensure_dirs()
+    instance = open_instance(settings)
+    print(f"mpq run: results in {settings.db_path}, runs in DAGSTER_HOME={instance.root_directory}")
+    try:
+        run_experiments(experiments, instance, settings, args.codecs, args.bitrates)
+    except RuntimeError as exc:
+        print(f"mpq run: {exc}", file=sys.stderr)
+        return 1
+    print_results(ResultsStore(settings.db_path, lock_timeout_s=settings.lock_timeout_s), experiments)
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from mpq_assets.study import init_study
+
+    try:
+        files = init_study(args.folder, args.name)
+    except FileExistsError as exc:
+        print(f"mpq init: {exc}", file=sys.stderr)
+        return 2
+    for path in files:
+        print(f"wrote {path}")
+    defs = next(p for p in files if p.name == "defs.yaml")
+    print(f"\nEdit {defs}, then: mpq run --study {args.folder}   (or: dagster dev -w {args.folder}/workspace.yaml)")
+    return 0
+
+
+def _cmd_partitions(args: argparse.Namespace) -> int:
+    from mpq_assets.defs.demo import open_instance
+    from mpq_assets.defs.sensors import sync_codec_partitions
+
+    settings = load_settings()
+    instance = open_instance(settings)
+    added, waiting = sync_codec_partitions(instance, settings)
+    for name, codecs in added.items():
+        print(f"{name}: added {', '.join(codecs)}")
+    if not added:
+        print("every ready codec already has its partitions")
+    for codec in sorted(waiting):
+        print(f"waiting: {codec} (`mpq models` says what it needs)")
     return 0
 
 
@@ -106,6 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--skip-metrics", nargs="*", metavar="METRIC",
                       help="leave out quality metrics, e.g. cdpam dnsmos (CDPAM is ~3 s per clip on CPU)")
     demo.set_defaults(func=_cmd_demo)
+    run = sub.add_parser("run", help="materialise experiments (built-in, or a study folder's) on the Dagster "
+                         "instance at DAGSTER_HOME, registering the codec partitions they need; no daemon needed")
+    run.add_argument("experiments", nargs="*", help="experiment names (default with --study: all of its studies)")
+    run.add_argument("--study", metavar="DIR", help="a study folder (`mpq init DIR`) whose defs.yaml files declare "
+                     "experiments")
+    run.add_argument("--codecs", nargs="*", help="default: the experiment's `codecs`, else every ready codec")
+    run.add_argument("--bitrates", nargs="*", choices=RATIOS, help="default: the experiment's `ratios`, else the grid")
+    run.set_defaults(func=_cmd_run)
+    init = sub.add_parser("init", help="write a study folder: a dg project with one commented defs.yaml")
+    init.add_argument("folder")
+    init.add_argument("--name", default="my_study", help="the example experiment's name")
+    init.set_defaults(func=_cmd_init)
+    partitions = sub.add_parser("partitions", help="`sync`: register every ready codec as a partition now (what "
+                                "the codec sensor does under a daemon), for the plain dagster CLI")
+    partitions.add_argument("action", choices=["sync"])
+    partitions.set_defaults(func=_cmd_partitions)
     codecs = sub.add_parser("codecs", help="list registered codecs (built-ins and mpq.codecs plugins)")
     codecs.set_defaults(func=_cmd_codecs)
     models = sub.add_parser("models", help="list known models and whether they are cached; `pull` fetches them")

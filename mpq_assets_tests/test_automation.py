@@ -151,3 +151,41 @@ def test_sensor_leaves_out_codecs_that_cannot_run_yet() -> None:
     reqs = missing_codec_partitions({"image_codecs": [], "audio_codecs": []}, waiting.get)
     image = next(r for r in reqs if r.partitions_def_name == "image_codecs")
     assert "hific" not in image.partition_keys and "jpeg" in image.partition_keys
+
+
+def test_codec_sensor_logs_a_waiting_codec_once_and_sync_registers_ready_codecs(tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    from dagster import build_sensor_context
+
+    from mpq_assets.defs import sensors
+
+    waiting = {"hific": "weights not cached: mpq models pull hific-low", "mbt2018": "weights not cached"}
+    monkeypatch.setattr(sensors, "not_ready_reason", lambda name, settings=None: waiting.get(name))
+    resource = MpqResource(home=str(tmp_path / "home"))
+    with DagsterInstance.ephemeral() as instance:
+        added, reasons = sensors.sync_codec_partitions(instance, resource.settings())
+        assert "jpeg" in added["image_codecs"] and "opus" in added["audio_codecs"]
+        assert set(reasons) == set(waiting) and "hific" not in instance.get_dynamic_partitions("image_codecs")
+        assert sensors.sync_codec_partitions(instance, resource.settings())[0] == {}  # nothing left to add
+        logged: list[str] = []
+        context = build_sensor_context(instance=instance, resources={"mpq": resource})
+        monkeypatch.setattr(type(context), "log", property(lambda self: _Recorder(logged)))
+        first = sensors.codec_registry_sensor(context)
+        assert sum("waits for" in line for line in logged) == 2 and first.cursor == '["hific", "mbt2018"]'
+        logged.clear()
+        again = sensors.codec_registry_sensor(build_sensor_context(instance=instance, cursor=first.cursor,
+                                                                   resources={"mpq": resource}))
+        assert logged == [] and again.cursor == first.cursor  # unchanged: silent
+        del waiting["mbt2018"]
+        later = sensors.codec_registry_sensor(build_sensor_context(instance=instance, cursor=again.cursor,
+                                                                   resources={"mpq": resource}))
+        assert logged[0] == "codec mbt2018 no longer waits" and later.cursor == '["hific"]'
+        assert [list(r.partition_keys) for r in later.dynamic_partitions_requests] == [["mbt2018"]]
+
+
+class _Recorder:
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def info(self, msg: str, *args: object) -> None:
+        self.lines.append(msg % args if args else msg)

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pandas as pd
 from dagster import DagsterInstance, materialize
@@ -49,7 +50,8 @@ def materialise_experiment(
     An experiment with a training study compresses its training split only at the declared training variants,
     and, unless ``bitrates`` are given, tests at those same variants (a square train x test matrix)."""
     resources = {"mpq": resource or MpqResource()}
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the demo prints its own progress
+    # the caller prints progress and one line per failure; the run in the Dagster UI keeps the whole log
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     assets = experiment_assets(experiment)
     whole = [a.key for a in assets if a.partitions_def is None and a.key.path[-1] not in ANALYSES]
     per_partition = [a.key for a in assets if a.partitions_def is not None]
@@ -62,9 +64,11 @@ def materialise_experiment(
         plan = {c: list(bitrates or RATIOS) for c in codecs}
     own = [k for k in per_partition if k.path[0] == experiment.name]
     t0 = time.perf_counter()
-    result = materialize(assets, selection=whole, instance=instance, resources=resources, run_config=quiet)
+    result = materialize(assets, selection=whole, instance=instance, resources=resources, run_config=quiet,
+                         raise_on_error=False)
     if not result.success:
-        raise RuntimeError(f"{experiment.name}: {', '.join(k.to_user_string() for k in whole)} failed")
+        raise RuntimeError(f"{experiment.name}: {', '.join(k.to_user_string() for k in whole)} failed: "
+                           f"{first_failure(result)}")
     say(f"  {', '.join(k.to_user_string() for k in whole)} materialised ({time.perf_counter() - t0:.1f}s)")
     ensure_codec_partitions(instance, experiment, codecs)
     groups: dict[str, list[str]] = {}
@@ -78,7 +82,7 @@ def materialise_experiment(
             result = materialize(assets, selection=selection, partition_key=partition_key(codec, bitrate),
                                  instance=instance, resources=resources, raise_on_error=False, run_config=quiet)
             if not result.success:
-                say(f"  {experiment.name} {codec}@{bitrate} FAILED (see the run in the Dagster UI)")
+                say(f"  {experiment.name} {codec}@{bitrate} FAILED: {first_failure(result)}")
         if rates:
             say(f"  {names} {codec}: {len(rates)} ratios ({time.perf_counter() - t0:.1f}s)")
     if experiment.training is not None:
@@ -88,8 +92,20 @@ def materialise_experiment(
     t0 = time.perf_counter()
     result = materialize(assets, selection=analyses, instance=instance, resources=resources, run_config=quiet,
                          raise_on_error=False)
-    status = "materialised" if result.success else "FAILED (see the run in the Dagster UI)"
+    status = "materialised" if result.success else f"FAILED: {first_failure(result)}"
     say(f"  {', '.join(k.to_user_string() for k in analyses)} {status} ({time.perf_counter() - t0:.1f}s)")
+
+
+def first_failure(result: Any) -> str:
+    """The first failed step's error, one line (the run in the Dagster UI has the whole traceback)."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data is not None:
+            error = event.step_failure_data.error
+            while error is not None and error.cause is not None:
+                error = error.cause  # Dagster's wrappers: the user's exception is the innermost cause
+            message = error.message.strip().splitlines()[0] if error is not None else ""
+            return f"{event.step_key}: {message}"
+    return "see the run in the Dagster UI"
 
 
 def summary_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
@@ -201,6 +217,60 @@ def analysis_tables(store: ResultsStore, experiment: str, headline: Sequence[str
     ) if len(frame)}
 
 
+def open_instance(settings: Settings) -> DagsterInstance:
+    """The Dagster instance at ``$DAGSTER_HOME`` (default ``<MPQ_HOME>/dagster_home``, created with telemetry off):
+    the one ``dagster dev`` and the UI show."""
+    home = os.environ.get("DAGSTER_HOME") or str(settings.home / "dagster_home")
+    prepare_dagster_home(home)
+    os.environ["DAGSTER_HOME"] = home
+    return DagsterInstance.get()
+
+
+def run_experiments(experiments: Sequence[Experiment], instance: DagsterInstance, settings: Settings,
+                    codecs: Sequence[str] | None = None, bitrates: Sequence[str] | None = None,
+                    say: Callable[[str], None] = print, demo_only: bool = False) -> None:
+    """Materialise each experiment (registering the codec partitions it needs first), one run per partition.
+    Without ``codecs``: a training study's declared variants, else every ready codec of the modality (the demo's
+    default set when ``demo_only``)."""
+    for exp in experiments:
+        studied = list(dict.fromkeys(c for c, _ in exp.training.variants)) if exp.training else None
+        chosen = codecs if codecs is not None else (list(exp.codecs) or studied
+                                                     or codec_names(exp.modality, demo_only=demo_only))
+        mine = [c for c in chosen if c in codec_names(exp.modality)]
+        say(f"\n== {exp.name}: {exp.description}")
+        mine = [c for c in mine if codec_ready(c, say, settings)]
+        if not mine:
+            say(f"  no {exp.modality} codec selected or ready: only the unpartitioned assets run")
+        for line in missing_optional_models(exp, settings):
+            say(f"  {line}")
+        materialise_experiment(exp, instance, mine, bitrates if bitrates is not None else (list(exp.ratios) or None),
+                               say=say)
+
+
+def print_results(store: ResultsStore, experiments: Sequence[Experiment], say: Callable[[str], None] = print) -> None:
+    """Per experiment: achieved rates, task scores on the originals, every distinct point's rate, quality and task
+    scores, and the analyses' short tables."""
+    for exp in experiments:
+        name = exp.name
+        table = summary_table(store, name)
+        say(f"\n{name}: achieved ratio and rate (pooled over items) per codec x target ratio (*n = items that "
+            "missed the target, = the same bitstreams as a lower target)")
+        say(table.to_string() if not table.empty else "  (no rows)")
+        scores = scores_table(store, name, exp.headline)
+        if not scores.empty:
+            ref = reference_scores(store, name)
+            if not ref.empty:
+                say(f"\n{name}: task scores on the uncompressed items (vs labels)")
+                say(ref.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+            say(f"\n{name}: achieved rate, mean quality and task scores per distinct operating point (targets: "
+                "the partitions it stands for; *_ref, agreement, kl: vs the task's output on the uncompressed item; "
+                "others vs labels)")
+            say(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        for title, frame in analysis_tables(store, name, exp.headline).items():
+            say(f"\n{name}: {title}")
+            say(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=70))
+
+
 def run_demo(
     experiments: Sequence[str] = DEMO_EXPERIMENTS,
     codecs: Sequence[str] | None = None,
@@ -213,49 +283,20 @@ def run_demo(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = load_settings()
     settings.ensure_dirs()
-    home = os.environ.get("DAGSTER_HOME") or str(settings.home / "dagster_home")
-    prepare_dagster_home(home)
-    os.environ["DAGSTER_HOME"] = home
-    instance = DagsterInstance.get()
+    instance = open_instance(settings)
     store = ResultsStore(settings.db_path, lock_timeout_s=settings.lock_timeout_s)
-    say(f"MPQ demo: results in {settings.db_path}, runs in DAGSTER_HOME={home}")
-    for name in experiments:
-        exp = EXPERIMENTS[name]
-        if skip_metrics:
-            exp = dataclasses.replace(exp, quality_metrics=tuple(m for m in exp.quality_metrics
-                                                                 if m not in skip_metrics))
-        studied = list(dict.fromkeys(c for c, _ in exp.training.variants)) if exp.training else None
-        chosen = codecs if codecs is not None else studied or codec_names(exp.modality, demo_only=True)
-        mine = [c for c in chosen if c in codec_names(exp.modality)]
-        say(f"\n== {name}: {exp.description}")
-        mine = [c for c in mine if codec_ready(c, say, settings)]
-        if not mine:
-            say(f"  no {exp.modality} codec selected or ready: only the unpartitioned assets run")
-        for line in missing_optional_models(exp, settings):
-            say(f"  {line}")
-        materialise_experiment(exp, instance, mine, bitrates, say=say)
-    for name in experiments:
-        table = summary_table(store, name)
-        say(f"\n{name}: achieved ratio and rate (pooled over items) per codec x target ratio (*n = items that "
-            "missed the target, = the same bitstreams as a lower target)")
-        say(table.to_string() if not table.empty else "  (no rows)")
-        scores = scores_table(store, name, EXPERIMENTS[name].headline)
-        if not scores.empty:
-            ref = reference_scores(store, name)
-            if not ref.empty:
-                say(f"\n{name}: task scores on the uncompressed items (vs labels)")
-                say(ref.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-            say(f"\n{name}: achieved rate, mean quality and task scores per distinct operating point (targets: "
-                "the partitions it stands for; *_ref, agreement, kl: vs the task's output on the uncompressed item; "
-                "others vs labels)")
-            say(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        for title, frame in analysis_tables(store, name, EXPERIMENTS[name].headline).items():
-            say(f"\n{name}: {title}")
-            say(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=70))
+    say(f"MPQ demo: results in {settings.db_path}, runs in DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    exps = [EXPERIMENTS[name] for name in experiments]
+    if skip_metrics:
+        exps = [dataclasses.replace(e, quality_metrics=tuple(m for m in e.quality_metrics if m not in skip_metrics))
+                for e in exps]
+    run_experiments(exps, instance, settings, codecs, bitrates, say, demo_only=True)
+    print_results(store, exps, say)
     failures = store.query("SELECT experiment, stage, codec, bitrate, item_id, error FROM failures")
     say(f"\nfailures recorded: {len(failures)}")
     if len(failures):
         say(failures.to_string(index=False, max_colwidth=80))
-    say(f"\nQuery the results: mpq query \"SELECT * FROM rate_summary\"  (or duckdb -readonly {settings.db_path})")
+    say(f"\nQuery the results: mpq query \"SELECT * FROM rate_summary\"  (or .venv/bin/duckdb -readonly "
+        f"{settings.db_path})")
     report = settings.reports_dir / "index.html"
     say(f"HTML report: {report}" if report.exists() else "HTML report: not written (no experiment finished)")

@@ -11,10 +11,12 @@ automation conditions then backfill its partitions.
 No ``from __future__ import annotations`` here: Dagster inspects the sensor functions' annotations.
 """
 
+import json
 from collections.abc import Callable
 
 from dagster import (
     AddDynamicPartitionsRequest,
+    DagsterInstance,
     DefaultSensorStatus,
     SensorDefinition,
     SensorEvaluationContext,
@@ -62,13 +64,34 @@ def missing_codec_partitions(existing: dict[str, list[str]],
     "they can run here (neural codecs: when their weights are cached).",
 )
 def codec_registry_sensor(context: SensorEvaluationContext, mpq: MpqResource) -> SensorResult:
-    existing = {
-        codec_partitions_name(m): list(context.instance.get_dynamic_partitions(codec_partitions_name(m)))
-        for m in MODALITIES
-    }
-    reasons: dict[str, str] = {}
+    requests, reasons = pending_codec_partitions(context.instance, mpq.settings())
+    # the cursor keeps the waiting codecs of the last tick: a codec is logged when it starts or stops
+    # waiting, not on every 30 s tick
+    before = set(json.loads(context.cursor)) if context.cursor else set()
+    for codec in sorted(set(reasons) - before):
+        context.log.info("codec %s waits for: %s", codec, _short(reasons[codec]))
+    for codec in sorted(before - set(reasons)):
+        context.log.info("codec %s no longer waits", codec)
+    cursor = json.dumps(sorted(reasons))
+    if not requests:
+        waiting = f"; waiting for {', '.join(sorted(reasons))} (`mpq models` says why)" if reasons else ""
+        return SensorResult(skip_reason=f"every ready codec already has partitions{waiting}", cursor=cursor)
+    for r in requests:
+        context.log.info("adding %s to %s", list(r.partition_keys), r.partitions_def_name)
+    return SensorResult(dynamic_partitions_requests=requests, cursor=cursor)
 
-    settings = mpq.settings()
+
+def _short(reason: str, limit: int = 160) -> str:
+    first = reason.splitlines()[0]
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def pending_codec_partitions(instance: DagsterInstance, settings: Settings
+                             ) -> tuple[list[AddDynamicPartitionsRequest], dict[str, str]]:
+    """(requests for the ready codecs the instance lacks partitions for, codec -> why it is not ready)."""
+    existing = {codec_partitions_name(m): list(instance.get_dynamic_partitions(codec_partitions_name(m)))
+                for m in MODALITIES}
+    reasons: dict[str, str] = {}
 
     def not_ready(codec: str) -> str | None:
         reason = not_ready_reason(codec, settings)
@@ -76,15 +99,19 @@ def codec_registry_sensor(context: SensorEvaluationContext, mpq: MpqResource) ->
             reasons[codec] = reason
         return reason
 
-    requests = missing_codec_partitions(existing, not_ready)
-    for codec, reason in reasons.items():
-        context.log.info("codec %s waits for: %s", codec, reason.splitlines()[0])
-    if not requests:
-        waiting = f"; waiting for {', '.join(reasons)} (see the log)" if reasons else ""
-        return SensorResult(skip_reason=f"every ready codec already has partitions{waiting}")
+    return missing_codec_partitions(existing, not_ready), reasons
+
+
+def sync_codec_partitions(instance: DagsterInstance, settings: Settings) -> tuple[dict[str, list[str]],
+                                                                                  dict[str, str]]:
+    """Register every ready codec as a partition now, as the sensor would on its next tick (for runs without a
+    daemon: the plain ``dagster`` CLI, scripts). Returns (partitions name -> codecs added, codec -> why not)."""
+    requests, reasons = pending_codec_partitions(instance, settings)
+    added = {}
     for r in requests:
-        context.log.info("adding %s to %s", list(r.partition_keys), r.partitions_def_name)
-    return SensorResult(dynamic_partitions_requests=requests)
+        instance.add_dynamic_partitions(r.partitions_def_name, list(r.partition_keys))
+        added[r.partitions_def_name] = list(r.partition_keys)
+    return added, reasons
 
 
 SPOOL_MERGE_SENSOR = "mpq_spool_merge"

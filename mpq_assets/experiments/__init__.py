@@ -1,12 +1,13 @@
 """Experiments are data: a dataset, its modality, its tasks and quality metrics.
 
-Adding an experiment is one entry in ``EXPERIMENTS``; the asset factory turns
-each entry into its own asset group.
+The built-in experiments are the entries of ``EXPERIMENTS``; a user's own are
+``defs.yaml`` files of a study folder (:mod:`mpq_assets.study`). The asset
+factory turns each into its own asset group.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,29 @@ class Experiment:
     headline: tuple[str, ...] = ()  # measures the demo summary prints (all when empty)
     anchor: str | None = None       # BD-rate anchor codec; None: DEFAULT_ANCHORS of the modality
     training: TrainingSpec | None = None  # train x test variant study (``training_assets``)
+    # what scripted runs (`mpq run`, the demo) materialise by default: every ready codec / the whole grid when
+    # empty; the UI offers every partition either way
+    codecs: tuple[str, ...] = ()
+    ratios: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Raise ValueError naming the field when a name is not registered (dataset, task, metric, codec, ratio)."""
+        from mpq_assets.codecs import RATIOS, codec_names
+        from mpq_assets.datasets.registry import DATASETS
+        from mpq_assets.quality.registry import METRICS
+        from mpq_assets.tasks.registry import TASKS
+
+        def unknown(field: str, names: Iterable[str], known: Iterable[str]) -> None:
+            bad = [n for n in names if n not in set(known)]
+            if bad:
+                raise ValueError(f"experiment {self.name}: {field}: unknown {', '.join(map(repr, bad))}; known: "
+                                 f"{', '.join(sorted(known))}")
+
+        unknown("dataset", [self.dataset], DATASETS)
+        unknown("tasks", [t.task for t in self.tasks], TASKS)
+        unknown("quality_metrics", self.quality_metrics, METRICS)
+        unknown("codecs", self.codecs, codec_names(self.modality))
+        unknown("ratios", self.ratios, RATIOS)
 
     @property
     def bd_anchor(self) -> str:
