@@ -15,7 +15,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from mpq_assets.defs.demo import DEMO_EXPERIMENTS, run_demo
 
     run_demo(args.experiments or DEMO_EXPERIMENTS, codecs=args.codecs, bitrates=args.bitrates,
-             skip_metrics=args.skip_metrics or ())
+             skip_metrics=args.skip_metrics or (), full=args.full)
     return 0
 
 
@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="materialise the embedded offline demo and print the summary")
     demo.add_argument("--experiments", nargs="*", help="default: all demo experiments")
+    demo.add_argument("--full", action="store_true", help="every demo codec at every ratio with every metric on "
+                      "every item (about 80 minutes on 2 cores; the default quick grid takes about 10)")
     demo.add_argument("--codecs", nargs="*", help="default: every registered codec of each modality but the "
                       "fixed-setting and fixed-scale variants")
     demo.add_argument("--bitrates", nargs="*", choices=RATIOS, help="default: the whole ratio grid")

@@ -67,7 +67,7 @@ def test_compressed_rows_files_and_rates(materialised) -> None:
             # bits per pixel / kbps: bytes x 8 over the item's pixels / seconds (never bytes per pixel)
             item = store.query("SELECT width * height AS pixels, duration_s FROM items WHERE experiment=? AND "
                                "item_id=?", [name, row.item_id]).iloc[0]
-            if name == "demo_images":
+            if EXPERIMENTS[name].modality == "image":
                 assert row.bpp == pytest.approx(8 * path.stat().st_size / item["pixels"], rel=1e-12)
                 assert row.pixels == item["pixels"] and row.raw_bytes == 3 * item["pixels"]
             else:
@@ -118,6 +118,18 @@ def test_code_location_loads_and_cli_materialises(tmp_path: Path) -> None:
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert ResultsStore(home / "mpq.duckdb").query("SELECT count(*) AS n FROM items")["n"][0] == 11
+    # a codec partition on a fresh instance with no daemon: refused until `mpq partitions sync` registers it
+    part = [str(dagster), "asset", "materialize", "-m", "mpq_assets.definitions", "--select",
+            "demo_images/compressed", "--partition", "20x|jpeg"]
+    out = subprocess.run(part, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "Could not find a partition" in out.stdout + out.stderr
+    sync = subprocess.run([str(Path(sys.executable).with_name("mpq")), "partitions", "sync"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert sync.returncode == 0 and "image_codecs: added" in sync.stdout and "jpeg" in sync.stdout
+    out = subprocess.run(part, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert ResultsStore(home / "mpq.duckdb").query("SELECT count(*) AS n FROM compressed WHERE codec = 'jpeg' "
+                                                   "AND bitrate = '20x'")["n"][0] == 11
 
 
 def test_settings_resource_points_everything_at_home(materialised) -> None:

@@ -89,15 +89,23 @@ class DemoSpeech(Dataset):
 
     modality: ClassVar[Modality] = "audio"
 
-    def __init__(self, root: str | Path | None = None, settings: Settings | None = None) -> None:
+    def __init__(self, per_voice: int | None = None, root: str | Path | None = None,
+                 settings: Settings | None = None) -> None:
+        if per_voice is not None and per_voice < 1:
+            raise ValueError(f"demo_speech: per_voice must be at least 1, not {per_voice}")
+        self.per_voice = per_voice  # the first that many sentences of each voice (the quick demo's 12 clips)
         self.root = Path(root) if root else (settings or load_settings()).demo_data_dir / "demo_speech"
 
     def items(self) -> Iterator[ItemSource]:
         table = self.root / "transcripts.csv"
         if not table.exists():
             raise FileNotFoundError(f"{table} is missing; run scripts/generate_demo_audio.py --only speech")
+        taken: dict[str, int] = {}
         with table.open(newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
+                taken[row["voice"]] = taken.get(row["voice"], 0) + 1
+                if self.per_voice is not None and taken[row["voice"]] > self.per_voice:
+                    continue
                 item_id = check_item_id(row["item_id"])
                 path = safe_join(self.root, f"{item_id}.flac")
                 yield ItemSource(

@@ -22,11 +22,37 @@ from mpq_assets.defs.partitions import codec_partitions_name, partition_key
 from mpq_assets.defs.resources import MpqResource
 from mpq_assets.experiments import EXPERIMENTS, Experiment
 from mpq_assets.pipeline.analyse import point_summary, reference_scores, scores_table
+from mpq_assets.pipeline.progress import echo_to
 from mpq_assets.pipeline.training import matrix_table
 from mpq_assets.settings import Settings, load_settings
 from mpq_assets.store import ResultsStore
 
 DEMO_EXPERIMENTS = ("demo_images", "demo_documents", "demo_speech", "demo_music", "demo_commands", "demo_shapes")
+
+# The quick default of `mpq demo` (about 10 minutes on 2 CPU cores): every experiment, task and analysis on a
+# smaller grid; `mpq demo --full` runs every demo codec at every ratio with every metric on every item.
+QUICK_CODECS = {"image": ("jpeg", "webp", "jpeg-scaled"), "audio": ("opus", "mp3", "codec2")}
+QUICK_RATIOS = {"image": ("20x", "100x", "500x"), "audio": ("20x", "100x")}
+QUICK_SKIP_METRICS = ("cdpam", "dnsmos")  # ~3 s and ~0.5 s a speech clip
+QUICK_SPEECH_PER_VOICE = 3                # 12 of the 24 sentences
+QUICK_NOTE = ("quick demo: codecs {image} (images) and {audio} (audio) at {iratios} / {aratios}; no CDPAM or "
+              "DNSMOS; 12 of the 24 speech clips; training studies on 2 variants x 1 seed. `mpq demo --full` runs "
+              "the whole grid (about 80 minutes on 2 cores).")
+
+
+def quick(exp: Experiment) -> Experiment:
+    """The quick demo's version of a demo experiment (see ``QUICK_NOTE``)."""
+    changes: dict[str, object] = {
+        "quality_metrics": tuple(m for m in exp.quality_metrics if m not in QUICK_SKIP_METRICS)}
+    if exp.training is not None:
+        variants = exp.training.variants
+        changes["training"] = dataclasses.replace(exp.training, variants=(variants[0], variants[-1]), seeds=1)
+    else:
+        changes["codecs"] = tuple(c for c in QUICK_CODECS[exp.modality] if c in codec_names(exp.modality))
+        changes["ratios"] = QUICK_RATIOS[exp.modality]
+    if exp.dataset == "demo_speech":
+        changes["dataset_args"] = {**dict(exp.dataset_args), "per_voice": QUICK_SPEECH_PER_VOICE}
+    return dataclasses.replace(exp, **changes)
 
 
 def ensure_codec_partitions(instance: DagsterInstance, experiment: Experiment, codecs: Sequence[str]) -> None:
@@ -130,9 +156,13 @@ def summary_table(store: ResultsStore, experiment: str) -> pd.DataFrame:
 
 def codec_ready(name: str, say: Callable[[str], None] = print, settings: Settings | None = None) -> bool:
     """False (after one line saying why and how to fix it) for a codec whose weights are not here."""
-    reason = get_codec(name, settings=settings).weights_missing()
-    if reason:
-        say(f"  skipping codec {name}: {reason.splitlines()[0]}")
+    codec = get_codec(name, settings=settings)
+    reason = codec.weights_missing()
+    if reason:  # one short line; `mpq models` has the long explanation (files, URLs, where to copy them)
+        pulls = [s.name for s in codec.weight_sources if s.kind in ("hub", "download")]
+        fix = (f"`mpq models pull {' '.join(pulls)}` on a networked machine" if pulls else
+               "`mpq models` says where to put them")
+        say(f"  skipping codec {name}: weights not here ({fix})")
     return reason is None
 
 
@@ -243,8 +273,9 @@ def run_experiments(experiments: Sequence[Experiment], instance: DagsterInstance
             say(f"  no {exp.modality} codec selected or ready: only the unpartitioned assets run")
         for line in missing_optional_models(exp, settings):
             say(f"  {line}")
-        materialise_experiment(exp, instance, mine, bitrates if bitrates is not None else (list(exp.ratios) or None),
-                               say=say)
+        with echo_to(None):  # each step's items done / total and ETA, on the terminal (Dagster's console is quiet)
+            materialise_experiment(exp, instance, mine,
+                                   bitrates if bitrates is not None else (list(exp.ratios) or None), say=say)
 
 
 def print_results(store: ResultsStore, experiments: Sequence[Experiment], say: Callable[[str], None] = print) -> None:
@@ -277,7 +308,10 @@ def run_demo(
     bitrates: Sequence[str] | None = None,
     say: Callable[[str], None] = print,
     skip_metrics: Sequence[str] = (),
+    full: bool = False,
 ) -> None:
+    """The demo experiments through Dagster, then their results; the quick grid unless ``full``."""
+    started = time.perf_counter()
     # the demo is offline by definition: never wait on a model hub (HF retries for ~25 s per attempt)
     os.environ.setdefault("MPQ_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -287,6 +321,10 @@ def run_demo(
     store = ResultsStore(settings.db_path, lock_timeout_s=settings.lock_timeout_s)
     say(f"MPQ demo: results in {settings.db_path}, runs in DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     exps = [EXPERIMENTS[name] for name in experiments]
+    if not full:
+        exps = [quick(e) for e in exps]
+        say(QUICK_NOTE.format(image=", ".join(QUICK_CODECS["image"]), audio=", ".join(QUICK_CODECS["audio"]),
+                              iratios=", ".join(QUICK_RATIOS["image"]), aratios=", ".join(QUICK_RATIOS["audio"])))
     if skip_metrics:
         exps = [dataclasses.replace(e, quality_metrics=tuple(m for m in e.quality_metrics if m not in skip_metrics))
                 for e in exps]
@@ -300,3 +338,5 @@ def run_demo(
         f"{settings.db_path})")
     report = settings.reports_dir / "index.html"
     say(f"HTML report: {report}" if report.exists() else "HTML report: not written (no experiment finished)")
+    minutes, seconds = divmod(round(time.perf_counter() - started), 60)
+    say(f"demo wall time: {minutes}m{seconds:02d}s on {os.cpu_count()} CPU cores ({'full' if full else 'quick'})")
