@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="materialise the embedded offline demo and print the summary")
     demo.add_argument("--experiments", nargs="*", help="default: all demo experiments")
     demo.add_argument("--full", action="store_true", help="every demo codec at every ratio with every metric on "
-                      "every item (about 80 minutes on 2 cores; the default quick grid takes about 10)")
+                      "every item (well over an hour on 2 cores; the default quick grid takes about 6 minutes)")
     demo.add_argument("--codecs", nargs="*", help="default: every registered codec of each modality but the "
                       "fixed-setting and fixed-scale variants")
     demo.add_argument("--bitrates", nargs="*", choices=RATIOS, help="default: the whole ratio grid")

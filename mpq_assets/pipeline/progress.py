@@ -3,8 +3,9 @@
 A loop logs at most ~10 lines (every 10% of its items) plus one at least every
 ``interval_s`` seconds, so a slow partition is never silent for long in Dagster's
 run log and the UI. Scripted runs (``mpq demo``, ``mpq run``) silence Dagster's
-console logger and call :func:`echo_to` instead: on a terminal the same progress
-is one line rewritten in place, elsewhere (a CI log, a pipe) the 10% lines.
+console logger and call :func:`echo_to` instead: once a step has run for 5 s, on
+a terminal its progress is one line rewritten in place, elsewhere (a CI log, a
+pipe) the same lines as the log.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _echo: Callable[[str, bool], None] | None = None
+ECHO_AFTER_S = 5.0
 
 
 @contextmanager
@@ -43,6 +45,8 @@ def echo_to(write: Callable[[str], None] | None = None) -> Iterator[None]:
 
 def _duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
@@ -65,5 +69,5 @@ class Progress:
         message = (f"{self.what}: {done}/{self.total} items ({rate:.2f} items/s{eta})" if done < self.total else
                    f"{self.what}: {done}/{self.total} items in {_duration(elapsed)}")
         self.log.info(message)
-        if _echo is not None:
+        if _echo is not None and elapsed >= ECHO_AFTER_S:  # the terminal hears only about slow steps
             _echo(message, done == self.total)
