@@ -25,7 +25,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     known = dict(EXPERIMENTS)
     if args.study:
-        from mpq_assets.study import StudyError, load_study
+        from mpq_assets.defs.study import StudyError, load_study
 
         try:
             studies = load_study(args.study)
@@ -62,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from mpq_assets.study import init_study
+    from mpq_assets.defs.study import init_study
 
     try:
         files = init_study(args.folder, args.name)

@@ -14,12 +14,12 @@ import soundfile as sf
 from dagster import DagsterInstance
 from PIL import Image
 
+from mpq_assets.defs.study import StudyError, init_study, load_study
 from mpq_assets.store import ResultsStore
-from mpq_assets.study import StudyError, init_study, load_study
 
 BIN = Path(sys.executable).parent
 
-AUDIO_YAML = """type: mpq_assets.study.MpqExperiment
+AUDIO_YAML = """type: mpq_assets.defs.study.MpqExperiment
 attributes:
   name: my_tones
   modality: audio

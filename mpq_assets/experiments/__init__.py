@@ -1,7 +1,7 @@
 """Experiments are data: a dataset, its modality, its tasks and quality metrics.
 
 The built-in experiments are the entries of ``EXPERIMENTS``; a user's own are
-``defs.yaml`` files of a study folder (:mod:`mpq_assets.study`). The asset
+``defs.yaml`` files of a study folder (:mod:`mpq_assets.defs.study`). The asset
 factory turns each into its own asset group.
 """
 

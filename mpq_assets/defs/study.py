@@ -3,7 +3,7 @@
 A study is a dg project folder (``mpq init DIR`` writes one) whose
 ``<package>/defs/<name>/defs.yaml`` says::
 
-    type: mpq_assets.study.MpqExperiment
+    type: mpq_assets.defs.study.MpqExperiment
     attributes:
       name: my_photos
       modality: image
@@ -199,7 +199,7 @@ directory_type = "project"
 
 [tool.dg.project]
 root_module = "{package}"
-registry_modules = ["mpq_assets.study"]
+registry_modules = ["mpq_assets.defs.study"]
 """
 
 DEFINITIONS = '''"""The study's code location: every defs.yaml under defs/, plus MPQ's sensors once
@@ -226,7 +226,7 @@ WORKSPACE = """load_from:
 """
 
 EXAMPLE = """# An MPQ experiment (docs/studies.md in the MPQ repository lists every field).
-type: mpq_assets.study.MpqExperiment
+type: mpq_assets.defs.study.MpqExperiment
 
 attributes:
   name: {name}                 # asset key prefix and the `experiment` column in DuckDB
