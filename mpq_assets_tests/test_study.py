@@ -106,3 +106,26 @@ def test_a_bad_field_names_the_file_the_line_and_the_field(tmp_path: Path) -> No
         load_study(folder)
     with pytest.raises(FileExistsError):
         init_study(folder, "photos")
+
+
+@pytest.mark.fast
+def test_builtin_experiments_are_declared_like_a_study(tmp_path: Path) -> None:
+    import yaml
+
+    from mpq_assets.defs.study import MpqExperiment
+    from mpq_assets.experiments import EXPERIMENTS
+    from mpq_assets.experiments.declaration import load_declaration
+
+    folder = Path(__file__).resolve().parents[1] / "mpq_assets" / "experiments" / "builtin"
+    files = sorted(folder.glob("*.yaml"))
+    assert {p.stem for p in files} == set(EXPERIMENTS) and len(files) >= 12
+    for path in files:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert document["type"] == "mpq_assets.defs.study.MpqExperiment"
+        component = MpqExperiment.model_validate(document["attributes"])  # the study component's own schema
+        assert component.experiment(path.parent) == EXPERIMENTS[path.stem] == load_declaration(path)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text((folder / "demo_speech.yaml").read_text(encoding="utf-8").replace("  dataset: demo_speech",
+                                                                                      "  datset: demo_speech"))
+    with pytest.raises(StudyError, match=rf"{broken}:\d+: attributes.datset: Extra inputs are not permitted"):
+        load_declaration(broken)

@@ -28,78 +28,24 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
 
 import dagster as dg
-from pydantic import Field
 
-from mpq_assets.experiments import Experiment, TaskSpec, TrainingSpec
+from mpq_assets.experiments import Experiment
+from mpq_assets.experiments.declaration import DeclarationError, ExperimentDeclaration, checked, describe
 
-
-class TaskDeclaration(dg.Model):
-    name: str = Field(description="the task's name in result rows (several models of one task need distinct names)")
-    task: str | None = Field(default=None, description="registry task (classification, asr, ocr, ...); "
-                             "default: the name")
-    args: dict[str, Any] = Field(default_factory=dict, description="task options, e.g. {model: efficientnet-lite0}")
-    optional: bool = Field(default=False, description="skip with one line when the model is not available")
-    label: str = Field(default="label", description="the item field it is scored against")
+StudyError = DeclarationError  # a study folder that does not load: the message names file, line and field
 
 
-class TrainingDeclaration(dg.Model):
-    recipe: str
-    train_args: dict[str, Any] = Field(description="the dataset's arguments for the training split")
-    variants: list[str] = Field(default_factory=list, description="training variants as codec@ratio, e.g. jpeg@20x")
-    seeds: int = 3
-    recipe_args: dict[str, Any] = Field(default_factory=dict)
-
-
-class MpqExperiment(dg.Component, dg.Model, dg.Resolvable):
-    """One MPQ experiment: a dataset, the tasks and quality metrics run on every compressed variant of it."""
-
-    name: str = Field(description="experiment name: the asset key prefix and the `experiment` column")
-    modality: Literal["image", "audio"]
-    dataset: str = Field(description="registry dataset: image_folder, audio_folder, hf_images, demo_images, ...")
-    dataset_args: dict[str, Any] = Field(default_factory=dict)
-    description: str = ""
-    tasks: list[TaskDeclaration] = Field(default_factory=list)
-    quality_metrics: list[str] = Field(default_factory=list)
-    headline: list[str] = Field(default_factory=list, description="measures `mpq run` prints (all when empty)")
-    codecs: list[str] = Field(default_factory=list, description="codecs `mpq run` materialises (all ready ones "
-                              "when empty)")
-    ratios: list[str] = Field(default_factory=list, description="target ratios `mpq run` materialises (the grid "
-                              "when empty)")
-    anchor: str | None = None
-    training: TrainingDeclaration | None = None
-
-    def experiment(self, base: Path | None = None) -> Experiment:
-        """The :class:`Experiment` declared; a relative ``root`` in ``dataset_args`` is relative to ``base``."""
-        args = dict(self.dataset_args)
-        if base is not None and isinstance(args.get("root"), str) and not Path(args["root"]).is_absolute():
-            args["root"] = str((base / args["root"]).resolve())
-        training = None
-        if self.training is not None:
-            training = TrainingSpec(self.training.recipe, dict(self.training.train_args),
-                                    tuple(_variant(v) for v in self.training.variants), self.training.seeds,
-                                    dict(self.training.recipe_args))
-        return Experiment(
-            self.name, self.modality, self.dataset, args, self.description,
-            tuple(TaskSpec(t.name, t.task or t.name, dict(t.args), t.optional, t.label) for t in self.tasks),
-            tuple(self.quality_metrics), tuple(self.headline), self.anchor, training,
-            codecs=tuple(self.codecs), ratios=tuple(self.ratios))
+class MpqExperiment(dg.Component, ExperimentDeclaration, dg.Resolvable):
+    """One MPQ experiment: a dataset, the tasks and quality metrics run on every compressed variant of it (the
+    fields: :class:`~mpq_assets.experiments.declaration.ExperimentDeclaration`)."""
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         from mpq_assets.definitions import build_definitions
 
-        experiment = self.experiment(context.path)
-        experiment.check()
+        experiment = checked(self.experiment(context.path), context.path / "defs.yaml")
         return build_definitions([experiment], sensors=False)
-
-
-def _variant(text: str) -> tuple[str, str]:
-    codec, sep, ratio = text.partition("@")
-    if not sep or not codec or not ratio:
-        raise ValueError(f"training variant {text!r}: write codec@ratio, e.g. jpeg@20x")
-    return codec, ratio
 
 
 def load_study(folder: str | Path) -> dict[str, Experiment]:
@@ -119,73 +65,14 @@ def load_study(folder: str | Path) -> dict[str, Experiment]:
         try:
             component = tree.load_component(loc)
         except Exception as exc:
-            raise StudyError(_describe(base / "defs.yaml", exc)) from exc
+            raise StudyError(describe(base / "defs.yaml", exc)) from exc
         if not isinstance(component, MpqExperiment):
             continue
-        experiment = component.experiment(base)
+        experiment = checked(component.experiment(base), base / "defs.yaml")
         if experiment.name in out:
             raise StudyError(f"{base / 'defs.yaml'}: a second experiment named {experiment.name!r}")
-        try:
-            experiment.check()
-        except ValueError as exc:  # "experiment NAME: field: unknown ..."
-            field = str(exc).split(": ")[1] if str(exc).count(": ") >= 2 else ""
-            line = _line_of(base / "defs.yaml", ["attributes", field]) if field else None
-            where = f"{base / 'defs.yaml'}:{line}" if line else str(base / "defs.yaml")
-            raise StudyError(f"{where}: attributes.{str(exc).split(': ', 1)[1]}") from exc
         out[experiment.name] = experiment
     return out
-
-
-class StudyError(ValueError):
-    """A study folder that does not load: the message names the defs.yaml, the line and the field."""
-
-
-def _describe(path: Path, exc: BaseException) -> str:
-    """``file:line: attributes.field: what is wrong`` for a pydantic error in the chain, else the first line."""
-    from pydantic import ValidationError
-
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, ValidationError):
-        cause = cause.__cause__ or cause.__context__
-    if cause is None:
-        return f"{path}: {str(exc).splitlines()[0]}"
-    lines = []
-    for error in cause.errors():
-        loc = [str(k) for k in error["loc"]]
-        got = error.get("input")
-        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        if loc and " at " in loc[-1]:  # Dagster already located it: "attributes.name at FILE:LINE"
-            field, _, where = loc[-1].partition(" at ")
-            lines.append(f"{where}: {field}: {error['msg']}{shown}")
-            continue
-        keys = ["attributes", *loc]
-        line = _line_of(path, keys)
-        lines.append(f"{path}:{line}: {'.'.join(keys)}: {error['msg']}{shown}" if line else
-                     f"{path}: {'.'.join(keys)}: {error['msg']}{shown}")
-    return "; ".join(lines)
-
-
-def _line_of(path: Path, keys: list[str]) -> int | None:
-    """1-based line of the deepest of ``keys`` that the YAML file has (a missing field: its parent's line)."""
-    import yaml
-
-    try:
-        node: Any = yaml.compose(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    line = None
-    for key in keys:
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == key), None)
-            if match is None:
-                break
-            line, node = match[0].start_mark.line + 1, match[1]
-        elif isinstance(node, yaml.SequenceNode) and key.isdigit() and int(key) < len(node.value):
-            node = node.value[int(key)]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
 
 
 PYPROJECT = """[project]
