@@ -1,7 +1,9 @@
 """End to end through the UI's own paths.
 
-A real ``dagster dev`` (webserver + daemon, code location ``e2e_location.py``: one tiny image experiment)
-runs on a free loopback port against a temp ``DAGSTER_HOME`` and ``MPQ_HOME``. The test
+A real ``dagster dev`` (webserver + daemon) runs on a free loopback port against a temp ``DAGSTER_HOME`` and
+``MPQ_HOME``; its code location is a study folder outside the repository (``mpq init``, one ``defs.yaml``
+declaring a tiny image experiment through the ``MpqExperiment`` component), loaded as any Dagster components
+project is. The test
 
 1. launches ``e2e_tiny/dataset``, then the partition ``20x|jpeg`` of ``compressed`` + ``quality``, exactly as
    the UI does (``ConfigPartitionForAssetJobQuery`` for the partition's tags, then the
@@ -40,6 +42,7 @@ from PIL import Image
 
 from mpq_assets.codecs import RATIOS
 from mpq_assets.defs.partitions import partition_key
+from mpq_assets.defs.study import init_study
 from mpq_assets.settings import REPO_ROOT
 from mpq_assets.store import ResultsStore
 from mpq_assets_tests.test_dagster_dev import free_port, wait_for
@@ -48,6 +51,17 @@ pytestmark = pytest.mark.slow
 
 ARTIFACTS = REPO_ROOT / ".test-artifacts" / "ui_e2e"
 LOCATION = "e2e"
+# no tasks and only PSNR, so every partition costs well under a second; everything else (sensors, automation
+# conditions, backfill policy, nightly schedule, resource) is what every deployment gets
+STUDY_YAML = """type: mpq_assets.defs.study.MpqExperiment
+attributes:
+  name: e2e_tiny
+  modality: image
+  dataset: image_folder
+  dataset_args: {{root: {images}}}
+  description: a few tiny images written by the end-to-end test
+  quality_metrics: [psnr]
+"""
 REPOSITORY = "__repository__"  # a Definitions object's implicit repository
 ASSET_JOB = "__ASSET_JOB"  # the implicit asset job the UI launches materialisations on
 EXPERIMENT = "e2e_tiny"
@@ -171,14 +185,14 @@ def tags_of(obj: dict) -> dict[str, str]:
 class DagsterDev:
     """``dagster dev`` in its own session (process group); stopped by PID, survivors reported."""
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, env: dict[str, str], study: Path) -> None:
         self.root = root
         self.port = free_port()
         self.log_path = root / "dagster_dev.log"
         workspace = root / "workspace.yaml"
         workspace.write_text(
-            "load_from:\n  - python_module:\n      module_name: mpq_assets_tests.e2e_location\n"
-            f"      location_name: {LOCATION}\n      working_directory: {REPO_ROOT}\n")
+            f"load_from:\n  - python_module:\n      module_name: {study.name}.definitions\n"
+            f"      location_name: {LOCATION}\n      working_directory: {study}\n")
         self._log = self.log_path.open("w")
         # SIGINT back to the default handler: a shell without job control (CI, `make test &`) starts children
         # with SIGINT ignored, and dagster dev maps SIGTERM onto the SIGINT handler, so it would ignore SIGTERM.
@@ -247,16 +261,18 @@ def e2e_env(tmp_path: Path) -> dict:
         img = np.stack([(x * 4 + 40 * i) % 256, (y * 5) % 256, ((x + y) * 3 + 20 * i) % 256], -1)
         img = np.clip(img + rng.integers(-12, 12, img.shape), 0, 255).astype(np.uint8)
         Image.fromarray(img).save(images / f"tile{i}.png")
+    study = tmp_path / "e2e_study"
+    init_study(study, "e2e_tiny")
+    (study / "e2e_study" / "defs" / "e2e_tiny" / "defs.yaml").write_text(STUDY_YAML.format(images=images))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MPQ_", "DAGSTER_"))}
-    env.update(DAGSTER_HOME=str(home), MPQ_HOME=str(mpq), MPQ_OFFLINE="1", HF_HUB_OFFLINE="1",
-               MPQ_E2E_IMAGES=str(images), MPQ_DEVICE="cpu",
+    env.update(DAGSTER_HOME=str(home), MPQ_HOME=str(mpq), MPQ_OFFLINE="1", HF_HUB_OFFLINE="1", MPQ_DEVICE="cpu",
                PYTHONPATH=os.pathsep.join(p for p in (str(plugins), env.get("PYTHONPATH", "")) if p))
-    return {"root": tmp_path, "env": env, "plugins": plugins, "db": mpq / "mpq.duckdb"}
+    return {"root": tmp_path, "env": env, "plugins": plugins, "db": mpq / "mpq.duckdb", "study": study}
 
 
 @pytest.fixture()
 def dagster_dev(e2e_env: dict) -> Iterator[DagsterDev]:
-    server = DagsterDev(e2e_env["root"], e2e_env["env"])
+    server = DagsterDev(e2e_env["root"], e2e_env["env"], e2e_env["study"])
     try:
         yield server
     finally:
