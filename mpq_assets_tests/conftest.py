@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -24,6 +25,54 @@ DEMO_METRICS = {"demo_speech": ("snr", "si_sdr", "stoi", "pesq"), "demo_music": 
                 "demo_documents": ("psnr",)}
 # Whisper base (~1.5 s a clip) is covered by its own test; the integration run keeps the demo's other tasks
 DEMO_SKIP_TASKS = {"demo_speech": ("asr_base",)}
+
+
+_OUR_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _strays(baseline: set[int]) -> list:
+    """Processes of this test process's group (its children and the orphans they left, reparented to init)
+    that were not there when the session began, other than this process and its ancestors."""
+    import psutil
+
+    me = psutil.Process()
+    group = os.getpgid(0)
+    ancestors = {p.pid for p in me.parents()} | {me.pid}
+    out = []
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
+        try:
+            if (proc.pid in ancestors or proc.pid in baseline or os.getpgid(proc.pid) != group
+                    or proc.status() == psutil.STATUS_ZOMBIE):  # a zombie has exited; its parent reaps it
+                continue
+            command = " ".join(proc.info["cmdline"] or [])
+            if proc.info["ppid"] == me.pid and any(helper in command for helper in _OUR_HELPERS):
+                continue  # Python's own helpers of this process: they exit when it does
+            out.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind():
+    """The suite ends every process it started: after the last test, a process of our group still alive
+    (given 10 s to exit) fails the session, named by its command line, and is then killed."""
+    import time
+
+    import psutil
+
+    baseline = {p.pid for p in _strays(set())}
+    yield
+    deadline = time.monotonic() + 10
+    while (left := _strays(baseline)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        names = sorted({" ".join(p.info["cmdline"] or [p.name()])[:160] for p in left})
+        for proc in left:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        pytest.fail(f"{len(left)} process(es) the tests started outlived the session:\n" + "\n".join(names),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Progress lines: items done / total with rate and ETA, at most ~10 a loop plus one per interval."""
+"""Progress lines (items done / total, rate, ETA) and the session guard that no started process outlives the suite."""
 
 from __future__ import annotations
 
@@ -30,3 +30,25 @@ def test_progress_reports_counts_rate_and_eta(caplog: pytest.LogCaptureFixture, 
         for done in range(1, 21):
             slow.step(done)
     assert len(caplog.records) == 4 and "ETA 2h45m" in caplog.records[0].getMessage()
+
+
+@pytest.mark.fast
+def test_the_session_guard_sees_children_and_the_orphans_they_leave() -> None:
+    import subprocess
+    import time
+
+    from mpq_assets_tests.conftest import _strays
+
+    baseline = {p.pid for p in _strays(set())}
+    child = subprocess.Popen(["sleep", "30"])
+    subprocess.run(["sh", "-c", "sleep 31 &"], check=True, stdout=subprocess.DEVNULL)  # sh exits: an orphan
+    time.sleep(0.3)
+    try:
+        found = {" ".join(p.cmdline()) for p in _strays(baseline)}
+        assert {"sleep 30", "sleep 31"} <= found
+    finally:
+        for proc in _strays(baseline):
+            proc.kill()
+        child.wait()
+    time.sleep(0.3)
+    assert not [p for p in _strays(baseline) if "sleep 3" in " ".join(p.cmdline())]
