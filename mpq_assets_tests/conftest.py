@@ -61,8 +61,11 @@ def nothing_left_behind():
 
     import psutil
 
+    from mpq_assets.pipeline.workers import shutdown_workers
+
     baseline = {p.pid for p in _strays(set())}
     yield
+    shutdown_workers()  # the package's shared encode/metric pool: what atexit would do, done here so it is checked
     deadline = time.monotonic() + 10
     while (left := _strays(baseline)) and time.monotonic() < deadline:
         time.sleep(0.5)

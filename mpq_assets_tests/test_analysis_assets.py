@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
 from PIL import Image
 
 from mpq_assets.experiments import EXPERIMENTS
@@ -99,10 +101,31 @@ def test_html_report_holds_tables_and_plots(demo_run) -> None:
                     "Best quality predictor", "All correlations", "Where compression helped",
                     "Paired differences to the uncompressed items", "Failures"):
         assert heading in text
-    assert len(_PNG.findall(text)) >= 2 and "<script" not in text
+    # plots first, interactive, with everything inline (no CDN, no other file): BokehJS and the figures' data
+    assert text.index("<h2>Plots</h2>") < text.index("Operating points per codec")
+    assert "Bokeh" in text and not re.search(r"<script[^>]+src=", text)
+    assert text.count("class='plot'") >= 4 and "classification.agreement vs compression ratio" in text
+    assert "<ol class='foot'>" in text  # the n/a reasons: footnotes, not long cells
     index = (settings.reports_dir / "index.html").read_text(encoding="utf-8")
     for name in DEMO_PLAN:
         assert f"href='{name}.html'" in index
+    # headless Chromium draws them: each plot a Bokeh canvas in the rendered DOM
+    from mpq_assets_tests.test_ui_e2e import browse, chromium
+
+    chromium()
+    shown = browse(path.as_uri(), settings.home / "chromium", "--dump-dom", budget_ms=10_000)
+    assert shown.returncode == 0 and shown.stdout.count("bk-Figure") >= 4, shown.stderr[-2000:]
+
+
+@pytest.mark.fast
+def test_report_footnotes_replace_long_notes() -> None:
+    from mpq_assets.analysis.report import footnoted
+
+    frame = pd.DataFrame({"codec": ["a", "b", "c"], "kept_note": ["too few points", None, "too few points"],
+                          "bd_rate_note": ["", "anchor codec", "x"]})
+    out, texts = footnoted(frame)
+    assert texts == ["too few points", "anchor codec", "x"]
+    assert out["kept_note"].tolist() == ["[1]", "", "[1]"] and out["bd_rate_note"].tolist() == ["", "[2]", "[3]"]
 
 
 def test_analyses_of_an_empty_experiment_write_nothing_and_do_not_fail(store) -> None:

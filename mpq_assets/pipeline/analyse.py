@@ -393,6 +393,55 @@ def figures(experiment: Experiment, store: ResultsStore, *, max_curves: int = 4,
     return out
 
 
+def _point_details(store: ResultsStore, name: str) -> pd.DataFrame:
+    """Per distinct point: the targets it stands for, its items and the settings rate control chose."""
+    return store.query(
+        "SELECT o.codec, o.point, replace(o.bitrates, ',', ', ') AS targets, o.items, "
+        "(SELECT string_agg(DISTINCT c.setting, ', ' ORDER BY c.setting) FROM compressed c JOIN partition_points pp "
+        " USING (experiment, codec, bitrate) WHERE pp.experiment = o.experiment AND pp.point = o.point "
+        " AND pp.codec = o.codec) AS setting FROM operating_points o WHERE o.experiment = ?", [name])
+
+
+def interactive_figures(experiment: Experiment, store: ResultsStore, *, max_curves: int = 6) -> dict[str, object]:
+    """The report's interactive plots (Bokeh): each headline task measure and quality metric against the
+    achieved ratio, then the scatter of each plotted task measure's best predictor with its r and interval."""
+    from mpq_assets.analysis.interactive import rate_figure, scatter_figure
+
+    obs = load_observations(experiment, store)
+    if obs.points.empty:
+        return {}
+    points = obs.points.merge(_point_details(store, experiment.name), on=KEYS, how="left")
+    points["setting"] = points["setting"].fillna("").str.slice(0, 80)
+    headline = [m for m in experiment.headline if m in obs.task_measures or m in obs.quality_metrics]
+    tasks = [m for m in headline if m in obs.task_measures] or obs.task_measures
+    measures = list(dict.fromkeys(tasks[:max_curves] + [m for m in headline if m in obs.quality_metrics]
+                                  + obs.quality_metrics[:1]))
+    out: dict[str, object] = {}
+    for measure in measures:
+        frame = points[["codec", "point", "targets", "ratio", "rate", "missed", "items", "setting", measure]]
+        frame = frame.rename(columns={measure: "value"}).dropna(subset=["value"])
+        if len(frame):
+            out[f"rate_{measure}"] = rate_figure(
+                frame, measure=measure, label=_label(measure, obs.higher_is_better.get(measure, True)),
+                rate_unit=obs.rate_unit, reference=obs.reference.get(measure),
+                title=f"{measure} vs compression ratio")
+    best = store.query("SELECT task || '.' || task_metric AS measure, quality_metric, r, ci_low, ci_high, n "
+                       "FROM correlation_ranking WHERE experiment = ? AND level = 'partition' AND method = "
+                       "'spearman' AND rank = 1", [experiment.name])
+    for row in best[best["measure"].isin(tasks[:max_curves])].itertuples():
+        pair, _ = partition_pair(obs, experiment, row.measure, row.quality_metric)
+        pts = pair[["codec", "point", row.quality_metric, row.measure]].merge(
+            obs.points[["codec", "point", "ratio"]], on=KEYS).rename(columns={row.quality_metric: "x",
+                                                                             row.measure: "y"}).dropna()
+        if len(pts) >= 3:
+            interval = "" if pd.isna(row.ci_low) else f" [{row.ci_low:.2f}, {row.ci_high:.2f}]"
+            out[f"scatter_{row.measure}"] = scatter_figure(
+                pts, x_label=row.quality_metric, y_label=row.measure,
+                title=f"{row.measure} vs its best predictor, {row.quality_metric}",
+                subtitle=f"Spearman r = {row.r:.2f}{interval} (95% bootstrap) over {row.n} distinct points")
+    return out
+
+
 def write_report(experiment: Experiment, store: ResultsStore, reports_dir: Path,
                  figs: dict[str, bytes] | None = None) -> Path:
     """The experiment's static HTML report (same tables and plots as the assets) under ``reports_dir``."""
@@ -467,5 +516,6 @@ def write_report(experiment: Experiment, store: ResultsStore, reports_dir: Path,
         "ci_low/ci_high resample items, the same draw on both sides; q_value: Benjamini-Hochberg over every "
         "task measure and point of the experiment, the expected share of chance findings among those flagged.")
     page = experiment_page(f"MPQ report: {name}", experiment.description, tables,
-                           figs if figs is not None else figures(experiment, store), notes)
+                           figs if figs is not None else figures(experiment, store), notes,
+                           interactive=interactive_figures(experiment, store))
     return write_experiment_report(reports_dir, name, page)
