@@ -98,3 +98,12 @@ def test_png_markdown_round_trip():
     assert base64.b64decode(match["data"], validate=True) == png
     with pytest.raises(ValueError, match="not a PNG"):
         png_markdown(b"GIF89a", "x")
+
+
+@pytest.mark.fast
+def test_rate_curve_plot_on_the_ratio_axis_draws_missed_points_hollow():
+    curves = pd.DataFrame({"codec": ["jpeg"] * 3, "rate": [1.2, 0.24, 0.1], "ratio": [20.0, 100.0, 240.0],
+                           "value": [0.8, 0.5, 0.3], "missed": [0, 0, 11]})
+    _check_png(rate_curve_plot(curves, rate_label="bpp", value_label="agreement", title="t", reference=1.0))
+    with pytest.raises(ValueError, match="positive finite ratio"):
+        rate_curve_plot(curves.assign(ratio=0.0), rate_label="bpp", value_label="v", title="t")

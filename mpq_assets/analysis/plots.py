@@ -70,26 +70,36 @@ def rate_curve_plot(
 ) -> bytes:
     """One line with markers per codec (columns ``codec, rate, value``) over a log rate axis, as PNG bytes.
 
-    ``reference`` draws the uncompressed score as a dashed line, the ceiling every codec approaches. Rows with
-    a non-finite value or a non-positive rate cannot sit on a log axis and are left out.
+    With a ``ratio`` column the x axis is the achieved compression ratio instead (as in the HTML report), and
+    with a ``missed`` column (items that missed the target) those points are drawn hollow. ``reference``
+    draws the uncompressed score as a dashed line, the ceiling every codec approaches. Rows with a
+    non-finite value or a non-positive rate cannot sit on a log axis and are left out.
     """
     _require(curves, ("codec", "rate", "value"), "rate_curve_plot")
-    df = _finite(curves, "rate", "value")
-    df = df[df["rate"] > 0]
+    curves = curves.reset_index(drop=True)  # the missed counts are looked up by row below
+    x = "ratio" if "ratio" in curves.columns else "rate"
+    df = _finite(curves, x, "value")
+    df["missed"] = pd.to_numeric(curves.loc[df.index, "missed"], errors="coerce").fillna(0) \
+        if "missed" in curves.columns else 0
+    df = df[df[x] > 0]
     if df.empty:
-        raise ValueError("rate_curve_plot: no row has a positive finite rate and a finite value")
+        raise ValueError(f"rate_curve_plot: no row has a positive finite {x} and a finite value")
     codecs = sorted(df["codec"].astype(str).unique())
     colours = _codec_colours(codecs)
     fig = _new_figure()
     ax = fig.add_subplot()
     for codec in codecs:
-        part = df[df["codec"].astype(str) == codec].sort_values("rate")
-        ax.plot(part["rate"], part["value"], marker="o", markersize=3, linewidth=1.2, color=colours[codec],
-                label=codec)
+        part = df[df["codec"].astype(str) == codec].sort_values(x)
+        ax.plot(part[x], part["value"], linewidth=1.2, color=colours[codec], label=codec)
+        for met in (True, False):
+            sel = part[(part["missed"] == 0) == met]
+            ax.plot(sel[x], sel["value"], linestyle="none", marker="o", markersize=4, color=colours[codec],
+                    markerfacecolor=colours[codec] if met else "none")
     if reference is not None and np.isfinite(reference):
         ax.axhline(reference, linestyle="--", linewidth=1, color="0.3", label="uncompressed")
     ax.set_xscale("log")
-    ax.set_xlabel(rate_label, fontsize=8)
+    ax.set_xlabel("achieved compression ratio (pooled, x:1; hollow: missed the target)" if x == "ratio"
+                  else rate_label, fontsize=8)
     ax.set_ylabel(value_label, fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)

@@ -366,7 +366,7 @@ def figures(experiment: Experiment, store: ResultsStore, *, max_curves: int = 4,
     task_measures = (headline + [m for m in obs.task_measures if m not in headline])[:max_curves]
     rate_label = f"achieved rate ({obs.rate_unit}, pooled)"
     for measure in task_measures + obs.quality_metrics[:1] if "rate" in kinds else []:
-        curves = points[["codec", "rate", measure]].dropna().rename(columns={measure: "value"})
+        curves = points[["codec", "rate", "ratio", "missed", measure]].dropna().rename(columns={measure: "value"})
         if len(curves):
             out[f"rate_{measure}"] = rate_curve_plot(
                 curves, rate_label=rate_label, value_label=_label(measure, obs.higher_is_better.get(measure, True)),

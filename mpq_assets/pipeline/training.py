@@ -22,6 +22,7 @@ from mpq_assets.artifacts import trained_model_path
 from mpq_assets.device import resolve_device
 from mpq_assets.experiments import Experiment
 from mpq_assets.media.item import load_item
+from mpq_assets.pipeline.progress import Progress
 from mpq_assets.pipeline.step import REFERENCE, Key, StepSummary, errors_frame, manifest, partition_rows
 from mpq_assets.settings import Settings
 from mpq_assets.store import ResultsStore
@@ -105,6 +106,8 @@ def train_models(experiment: Experiment, store: ResultsStore, settings: Settings
     points = store.query("SELECT codec, bitrate, point FROM partition_points WHERE experiment = ?", [split.name])
     point_of = {(c, b): p for c, b, p in points.itertuples(index=False, name=None)}
     trained: dict[str, Key] = {}
+    progress = Progress(logger, f"{experiment.name}/trained_models (models)", (1 + len(spec.variants)) * spec.seeds)
+    fitted = 0
     for key in [UNCOMPRESSED, *spec.variants]:
         point = point_of.get(key, variant_name(key))
         if point in trained:  # the same bitstreams as a variant already trained: the same models
@@ -129,6 +132,8 @@ def train_models(experiment: Experiment, store: ResultsStore, settings: Settings
             logger.info("%s: trained on %s, seed %d: %d items, %.1f s, final loss %.3f, sha256 %s",
                         experiment.name, variant_name(key), seed, len(variant.labels), model.wall_s,
                         last.get("loss", float("nan")), model.sha256[:12])
+            fitted += 1
+            progress.step(fitted)
     if not runs:
         raise RuntimeError(f"{experiment.name}: no training variant could be trained: " + "; ".join(summary.notes))
     keys = {"experiment": experiment.name}
