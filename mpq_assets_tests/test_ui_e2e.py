@@ -46,6 +46,7 @@ from mpq_assets.defs.study import init_study
 from mpq_assets.settings import REPO_ROOT
 from mpq_assets.store import ResultsStore
 from mpq_assets_tests.test_dagster_dev import free_port, wait_for
+from mpq_assets_tests.test_study import AUDIO_YAML
 
 pytestmark = pytest.mark.slow
 
@@ -144,6 +145,9 @@ query CodecKeys($assetKey: AssetKeyInput!) {
     ... on AssetNode { partitionKeysByDimension { name partitionKeys } }
   }
 }"""
+
+ASSET_KEYS_QUERY = """
+{ assetNodes { assetKey { path } } }"""
 
 MATERIALIZATIONS_QUERY = """
 query Materialized($assetKey: AssetKeyInput!, $partitions: [String!]) {
@@ -263,7 +267,11 @@ def e2e_env(tmp_path: Path) -> dict:
         Image.fromarray(img).save(images / f"tile{i}.png")
     study = tmp_path / "e2e_study"
     init_study(study, "e2e_tiny")
-    (study / "e2e_study" / "defs" / "e2e_tiny" / "defs.yaml").write_text(STUDY_YAML.format(images=images))
+    defs = study / "e2e_study" / "defs"
+    (defs / "e2e_tiny" / "defs.yaml").write_text(STUDY_YAML.format(images=images))
+    # the study folder of test_study (an image and an audio experiment): its audio one loads here too
+    (defs / "my_tones").mkdir()
+    (defs / "my_tones" / "defs.yaml").write_text(AUDIO_YAML)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MPQ_", "DAGSTER_"))}
     env.update(DAGSTER_HOME=str(home), MPQ_HOME=str(mpq), MPQ_OFFLINE="1", HF_HUB_OFFLINE="1", MPQ_DEVICE="cpu",
                PYTHONPATH=os.pathsep.join(p for p in (str(plugins), env.get("PYTHONPATH", "")) if p))
@@ -594,7 +602,9 @@ def test_ui_launch_plugin_backfill_and_asset_graph(e2e_env: dict, dagster_dev: D
     server, port, db = dagster_dev, dagster_dev.port, e2e_env["db"]
     steps = StepTimes()
     wait_server_ready(server)
-    steps.mark("server up, location loaded, codec partitions added")
+    keys = {"/".join(n["assetKey"]["path"]) for n in gql(port, ASSET_KEYS_QUERY)["assetNodes"]}
+    assert {f"{EXPERIMENT}/compressed", "my_tones/compressed", "my_tones/quality", "my_tones/report"} <= keys
+    steps.mark("server up, location loaded (both defs.yaml experiments in the graph), codec partitions added")
     wait_automation_tick(port)
     steps.mark("automation ticked once with the built-in codec partitions")
 
