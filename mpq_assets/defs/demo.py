@@ -102,16 +102,18 @@ def materialise_experiment(
     for k in per_partition:
         groups.setdefault(k.path[0], []).append(k.path[-1])
     names = " + ".join(f"{g}/{{{', '.join(v)}}}" for g, v in groups.items())
+    total, done = sum(len(rates) for rates in plan.values()), 0
+    if total:
+        say(f"  {names}: {total} partitions")
     for codec, rates in plan.items():
-        t0 = time.perf_counter()
         for bitrate in rates:
+            t0 = time.perf_counter()
             selection = per_partition if (codec, bitrate) in variants or not variants else own
             result = materialize(assets, selection=selection, partition_key=partition_key(codec, bitrate),
                                  instance=instance, resources=resources, raise_on_error=False, run_config=quiet)
-            if not result.success:
-                say(f"  {experiment.name} {codec}@{bitrate} FAILED: {first_failure(result)}")
-        if rates:
-            say(f"  {names} {codec}: {len(rates)} ratios ({time.perf_counter() - t0:.1f}s)")
+            done += 1
+            status = "done" if result.success else f"FAILED: {first_failure(result)}"
+            say(f"  [{done}/{total}] {codec}@{bitrate} {status} ({time.perf_counter() - t0:.1f}s)")
     if experiment.training is not None:
         spec = experiment.training
         say(f"  {experiment.name}: training {spec.recipe} on {1 + len(spec.variants)} training variants x "
