@@ -30,7 +30,7 @@ from mpq_assets.store import ResultsStore
 
 DEMO_EXPERIMENTS = ("demo_images", "demo_documents", "demo_speech", "demo_music", "demo_commands", "demo_shapes")
 
-# The quick default of `mpq demo` (5m38s on 2 CPU cores, 2026-12-08): every experiment, task and analysis on a
+# The quick default of `mpq demo` (5m32s on 2 CPU cores, 2026-12-08): every experiment, task and analysis on a
 # smaller grid; `mpq demo --full` runs every demo codec at every ratio with every metric on every item.
 QUICK_CODECS = {"image": ("jpeg", "webp", "jpeg-scaled"), "audio": ("opus", "mp3", "codec2")}
 QUICK_RATIOS = {"image": ("20x", "100x", "500x"), "audio": ("20x", "100x")}
