@@ -14,6 +14,7 @@ artifacts for scores that need more than the summary (KL divergence, mIoU).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from mpq_assets.media.item import Item, Modality
 from mpq_assets.weights import ModelNotAvailableError
 from mpq_assets.weights.source import WeightSource
 
-__all__ = ["ModelNotAvailableError", "Prediction", "Score", "Task", "TaskInfo", "same_length", "weighted_mean"]
+__all__ = ["ModelNotAvailableError", "Prediction", "Score", "Task", "TaskInfo", "mean_rows", "missing_label",
+           "same_length", "weighted_mean"]
 
 
 @dataclass
@@ -94,6 +96,20 @@ class Task(ABC):
         items both have. By default the mean weighted by each row's ``n``; None where per-item rows cannot
         rebuild the aggregate (a pooled confusion matrix, a multi-label AUROC) or no row has the metric."""
         return weighted_mean([r for r in rows if r.metric == metric])
+
+
+def missing_label(label: Any) -> bool:
+    """No ground truth for this item: None, or NaN (pandas' empty cell)."""
+    return label is None or (isinstance(label, float) and math.isnan(label))
+
+
+def mean_rows(rows: Sequence[Score]) -> list[Score]:
+    """The partition rows of per-item ``rows``: per metric, the mean over its items (``n`` = how many)."""
+    out = []
+    for metric in dict.fromkeys(r.metric for r in rows):
+        values = [r.value for r in rows if r.metric == metric]
+        out.append(Score(metric, float(np.mean(values)), None, n=len(values)))
+    return out
 
 
 def weighted_mean(rows: Sequence[Score]) -> float | None:

@@ -17,7 +17,6 @@ not decoded: the task scores note onsets and pitches.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import scipy.signal
 
 from mpq_assets.tasks.base import ModelNotAvailableError
 from mpq_assets.weights import cached
+from mpq_assets.weights.files import package_file
 
 SAMPLE_RATE = 22_050
 HOP = 256
@@ -49,13 +49,7 @@ ONNX_PATH = "saved_models/icassp_2022/nmp.onnx"
 
 def model_path() -> Path:
     """``nmp.onnx`` in the installed basic-pitch package."""
-    spec = importlib.util.find_spec("basic_pitch")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotAvailableError(f"music transcription needs the Basic Pitch model: {INSTALL}")
-    path = Path(next(iter(spec.submodule_search_locations))) / ONNX_PATH
-    if not path.is_file():
-        raise ModelNotAvailableError(f"{path} is missing; reinstall: {INSTALL}")
-    return path
+    return package_file("basic_pitch", ONNX_PATH, f"music transcription needs the Basic Pitch model: {INSTALL}")
 
 
 def session() -> Any:

@@ -21,7 +21,6 @@ like ASR's WER):
 from __future__ import annotations
 
 import io
-import math
 import os
 import shutil
 import subprocess
@@ -34,8 +33,17 @@ from PIL import Image
 
 from mpq_assets.settings import Settings
 from mpq_assets.tasks import wer as werlib
-from mpq_assets.tasks.base import ModelNotAvailableError, Prediction, Score, Task, TaskInfo, same_length
+from mpq_assets.tasks.base import (
+    ModelNotAvailableError,
+    Prediction,
+    Score,
+    Task,
+    TaskInfo,
+    missing_label,
+    same_length,
+)
 from mpq_assets.weights import WeightSource, cached
+from mpq_assets.weights.source import locate_with
 
 MODEL = "tesseract-eng"
 INSTALL = "apt-get install tesseract-ocr tesseract-ocr-eng"
@@ -61,13 +69,6 @@ def version() -> str:
     """``tesseract 5.3.0``-style version line (for ``mpq models`` and stored rows)."""
     out = subprocess.run([tesseract(), "--version"], capture_output=True, text=True, timeout=60)
     return (out.stdout or out.stderr).splitlines()[0].strip()
-
-
-def _locate(settings: Settings) -> tuple[bool, str]:
-    try:
-        return True, version()
-    except ModelNotAvailableError:
-        return False, INSTALL
 
 
 def clean(text: str | None) -> str:
@@ -99,7 +100,7 @@ class TextRecognition(Task):
     )
     weight_sources: ClassVar[tuple[WeightSource, ...]] = (
         WeightSource(MODEL, "package", "OCR (Tesseract 5 LSTM, English)", "Debian tesseract-ocr-eng",
-                     locate=_locate),
+                     locate=locate_with(version, INSTALL)),
     )
 
     def __init__(self, model: str = MODEL, device: torch.device | str = "cpu", batch_size: int = 8,
@@ -125,7 +126,7 @@ class TextRecognition(Task):
         same_length(item_ids, predictions, labels)
         kept = [(i, clean(label), clean(p.summary.get("text"))) for i, p, label in
                 zip(item_ids, predictions, labels, strict=True)
-                if label is not None and not (isinstance(label, float) and math.isnan(label))]
+                if not missing_label(label)]
         return werlib.error_rate_rows([k[0] for k in kept], [(k[1], k[2]) for k in kept], "wer", "cer", None)
 
     def score_reference(self, item_ids: Sequence[str], predictions: Sequence[Prediction],

@@ -23,7 +23,7 @@ Scores:
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import itertools
 import logging
 import math
@@ -37,10 +37,21 @@ from torch import nn
 
 from mpq_assets.media.audio import Audio, remix, resample
 from mpq_assets.settings import Settings
-from mpq_assets.tasks.base import ModelNotAvailableError, Prediction, Score, Task, TaskInfo, same_length
+from mpq_assets.tasks.base import (
+    ModelNotAvailableError,
+    Prediction,
+    Score,
+    Task,
+    TaskInfo,
+    mean_rows,
+    missing_label,
+    same_length,
+)
 from mpq_assets.tasks.scoring import equal_error_rate
 from mpq_assets.weights import WeightSource, cached
+from mpq_assets.weights.files import package_file
 from mpq_assets.weights.safe_load import load_checkpoint, state_dict
+from mpq_assets.weights.source import locate_with
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +80,7 @@ class VoiceEncoder(nn.Module):
 
 def weights_path() -> Path:
     """``pretrained.pt`` in the installed resemblyzer package (found without importing it)."""
-    spec = importlib.util.find_spec("resemblyzer")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotAvailableError(f"speaker verification needs Resemblyzer's weights: {INSTALL}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
-    if not path.is_file():
-        raise ModelNotAvailableError(f"{path} is missing; reinstall: {INSTALL}")
-    return path
-
-
-def _locate(settings: Settings) -> tuple[bool, str]:
-    try:
-        return True, str(weights_path())
-    except ModelNotAvailableError:
-        return False, INSTALL
+    return package_file("resemblyzer", "pretrained.pt", f"speaker verification needs Resemblyzer's weights: {INSTALL}")
 
 
 def load_encoder(device: torch.device) -> VoiceEncoder:
@@ -99,6 +97,7 @@ def load_encoder(device: torch.device) -> VoiceEncoder:
     return cached(("resemblyzer", str(device)), load)
 
 
+@functools.cache
 def _mel_filters() -> torch.Tensor:
     import torchaudio.functional as AF
 
@@ -158,7 +157,7 @@ class SpeakerVerification(Task):
     )
     weight_sources: ClassVar[tuple[WeightSource, ...]] = (
         WeightSource(MODEL, "package", "speaker verification (Resemblyzer GE2E encoder)", "resemblyzer (PyPI)",
-                     locate=_locate),
+                     locate=locate_with(lambda: weights_path(), INSTALL)),
     )
 
     def __init__(self, model: str = MODEL, device: torch.device | str = "cpu", batch_size: int = 8,
@@ -171,7 +170,8 @@ class SpeakerVerification(Task):
     def model_id(self) -> str:
         return MODEL
 
-    def embed(self, wav: np.ndarray) -> np.ndarray:
+    def embed(self, wav: np.ndarray) -> tuple[np.ndarray, int]:
+        """(the L2-normalised mean of the partial windows' embeddings, how many windows)."""
         slices = partial_slices(len(wav))
         wav = np.pad(wav, (0, max(0, slices[-1].stop * HOP - len(wav))))
         mel = mel_frames(wav)
@@ -179,20 +179,23 @@ class SpeakerVerification(Task):
         with torch.inference_mode():
             partials = load_encoder(self.device)(batch).cpu().numpy()
         mean = partials.mean(axis=0)
-        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32), len(slices)
 
     def predict(self, items: Sequence[Audio]) -> list[Prediction]:
         """One embedding per clip (its partial windows run as one batch)."""
         inputs = [preprocess(item) for item in items]
-        return [Prediction(summary={"partials": len(partial_slices(len(w)))}, array=self.embed(w))
-                for w in inputs]
+        out = []
+        for wav in inputs:
+            embedding, partials = self.embed(wav)
+            out.append(Prediction(summary={"partials": partials}, array=embedding))
+        return out
 
     def score_labels(self, item_ids: Sequence[str], predictions: Sequence[Prediction],
                      labels: Sequence[Any]) -> list[Score]:
         """EER over all pairs of the clips that have a speaker label (one partition-level row)."""
         same_length(item_ids, predictions, labels)
         kept = [(p.array, str(label)) for p, label in zip(predictions, labels, strict=True)
-                if p.array is not None and label is not None and not (isinstance(label, float) and math.isnan(label))]
+                if p.array is not None and not missing_label(label)]
         if len(kept) < 2:
             return []
         pairs = list(itertools.combinations(kept, 2))
@@ -212,6 +215,4 @@ class SpeakerVerification(Task):
         rows = [Score("speaker_sim", cosine(p.array, r.array), item_id)
                 for item_id, p, r in zip(item_ids, predictions, reference, strict=True)
                 if p.array is not None and r.array is not None]
-        if rows:
-            rows.append(Score("speaker_sim", float(np.mean([r.value for r in rows])), None, n=len(rows)))
-        return rows
+        return rows + mean_rows(rows)

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +56,15 @@ import torch
 from mpq_assets.media.audio import Audio, remix, resample
 from mpq_assets.settings import Settings, load_settings
 from mpq_assets.tasks import wer as werlib
-from mpq_assets.tasks.base import ModelNotAvailableError, Prediction, Score, Task, TaskInfo, same_length
+from mpq_assets.tasks.base import (
+    ModelNotAvailableError,
+    Prediction,
+    Score,
+    Task,
+    TaskInfo,
+    missing_label,
+    same_length,
+)
 from mpq_assets.weights import WeightSource, cached, files
 from mpq_assets.weights.joined import SplitModel, installed, joined_folder
 from mpq_assets.weights.safe_load import load_checkpoint
@@ -319,10 +326,6 @@ def _normalized(prediction: Prediction) -> str:
     return werlib.normalize(prediction.summary.get("text", "")) if text is None else str(text)
 
 
-def _missing(label: Any) -> bool:
-    return label is None or (isinstance(label, float) and math.isnan(label))
-
-
 class SpeechRecognition(Task):
     info: ClassVar[TaskInfo] = TaskInfo(
         name="asr",
@@ -384,7 +387,7 @@ class SpeechRecognition(Task):
         """WER, CER, WRA against transcripts (items without a label are skipped; ``""`` is an empty transcript)."""
         same_length(item_ids, predictions, labels)
         kept = [(i, werlib.normalize(str(label)), _normalized(p))
-                for i, p, label in zip(item_ids, predictions, labels, strict=True) if not _missing(label)]
+                for i, p, label in zip(item_ids, predictions, labels, strict=True) if not missing_label(label)]
         return werlib.error_rate_rows([k[0] for k in kept], [(k[1], k[2]) for k in kept], "wer", "cer", "wra")
 
     def score_reference(self, item_ids: Sequence[str], predictions: Sequence[Prediction],

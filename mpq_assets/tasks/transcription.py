@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,21 +30,24 @@ import torch
 from mpq_assets.media.audio import Audio, remix, resample
 from mpq_assets.settings import Settings
 from mpq_assets.tasks import basic_pitch
-from mpq_assets.tasks.base import ModelNotAvailableError, Prediction, Score, Task, TaskInfo, same_length
+from mpq_assets.tasks.base import (
+    ModelNotAvailableError,
+    Prediction,
+    Score,
+    Task,
+    TaskInfo,
+    mean_rows,
+    missing_label,
+    same_length,
+)
 from mpq_assets.weights import WeightSource
+from mpq_assets.weights.source import locate_with
 
 MODEL = "basic-pitch"
 ONSET_TOLERANCE = 0.05
 PITCH_TOLERANCE_CENTS = 50.0
 
 Note = tuple[float, float, int]
-
-
-def _locate(settings: Settings) -> tuple[bool, str]:
-    try:
-        return True, str(basic_pitch.model_path())
-    except ModelNotAvailableError:
-        return False, basic_pitch.INSTALL
 
 
 def _require_mir_eval() -> None:
@@ -92,7 +94,7 @@ def read_notes(path: str | Path) -> list[Note]:
 
 def label_notes(label: Any) -> list[Note] | None:
     """The reference notes a label names: a note-list CSV path, or a JSON object with a ``notes`` path."""
-    if label is None or (isinstance(label, float) and math.isnan(label)) or not str(label).strip():
+    if missing_label(label) or not str(label).strip():
         return None
     text = str(label).strip()
     if text.startswith("{"):
@@ -116,7 +118,7 @@ class MusicTranscription(Task):
     )
     weight_sources: ClassVar[tuple[WeightSource, ...]] = (
         WeightSource(MODEL, "package", "music transcription (Spotify Basic Pitch, ONNX)", "basic-pitch (PyPI)",
-                     locate=_locate),
+                     locate=locate_with(basic_pitch.model_path, basic_pitch.INSTALL)),
     )
 
     def __init__(self, model: str = MODEL, onset_tolerance: float = ONSET_TOLERANCE,
@@ -151,14 +153,6 @@ class MusicTranscription(Task):
         return [Score("note_f1", f1, item_id), Score("note_precision", precision, item_id),
                 Score("note_recall", recall, item_id)]
 
-    @staticmethod
-    def _means(rows: list[Score]) -> list[Score]:
-        out = []
-        for metric in dict.fromkeys(r.metric for r in rows):
-            values = [r.value for r in rows if r.metric == metric]
-            out.append(Score(metric, float(np.mean(values)), None, n=len(values)))
-        return out
-
     def score_labels(self, item_ids: Sequence[str], predictions: Sequence[Prediction],
                      labels: Sequence[Any]) -> list[Score]:
         same_length(item_ids, predictions, labels)
@@ -167,7 +161,7 @@ class MusicTranscription(Task):
             reference = label_notes(label)
             if reference is not None:
                 rows += self._rows(item_id, reference, _notes(prediction))
-        return rows + self._means(rows)
+        return rows + mean_rows(rows)
 
     def score_reference(self, item_ids: Sequence[str], predictions: Sequence[Prediction],
                         reference: Sequence[Prediction]) -> list[Score]:
@@ -175,4 +169,4 @@ class MusicTranscription(Task):
         rows: list[Score] = []
         for item_id, prediction, ref in zip(item_ids, predictions, reference, strict=True):
             rows += self._rows(item_id, _notes(ref), _notes(prediction), suffix="_ref")
-        return rows + self._means(rows)
+        return rows + mean_rows(rows)

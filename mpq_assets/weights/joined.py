@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpq_assets.weights.errors import ModelNotAvailableError
-from mpq_assets.weights.files import sha256_file
+from mpq_assets.weights.files import package_file, sha256_file
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,7 @@ class SplitModel:
 
 
 def _package_file(package: str, inner: str, model: SplitModel) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotAvailableError(f"{model.name} needs the {package.replace('_', '-')} package: {model.install}")
-    path = Path(next(iter(spec.submodule_search_locations))) / inner
-    if not path.is_file():
-        raise ModelNotAvailableError(f"{model.name}: {path} is missing from its package; reinstall it "
-                                     f"({model.install})")
-    return path
+    return package_file(package, inner, f"{model.name} needs it: {model.install}")
 
 
 def installed(model: SplitModel) -> bool:

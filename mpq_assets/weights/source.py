@@ -54,3 +54,17 @@ class WeightSource:
         if not present:
             raise FileNotFoundError(f"{self.name}: {where} is not installed ({self.origin})")
         return where
+
+
+def locate_with(find: Callable[[], object], missing: str) -> Callable[[Settings], tuple[bool, str]]:
+    """A ``locate`` for weights that ``find()`` returns (a path, a version line) or refuses with
+    ``ModelNotAvailableError``: (True, what it found) or (False, ``missing``, e.g. the install command)."""
+    from mpq_assets.weights.errors import ModelNotAvailableError
+
+    def locate(settings: Settings) -> tuple[bool, str]:
+        try:
+            return True, str(find())
+        except ModelNotAvailableError:
+            return False, missing
+
+    return locate
