@@ -90,6 +90,10 @@ def test_mpq_run_materialises_a_study_folder_on_a_fresh_instance(tmp_path: Path)
                             env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert {"my_photos/compressed", "my_tones/quality", "my_photos/report"} <= set(listed.stdout.split())
+    # the workspace file `mpq init` wrote loads from any directory (dagster dev -w DIR/workspace.yaml)
+    valid = subprocess.run([str(BIN / "dagster"), "definitions", "validate", "-w", str(folder / "workspace.yaml")],
+                           env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert valid.returncode == 0, valid.stdout[-2000:] + valid.stderr[-2000:]
 
 
 @pytest.mark.fast

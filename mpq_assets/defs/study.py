@@ -105,10 +105,12 @@ def defs() -> dg.Definitions:
                                 platform_definitions())
 '''
 
+# Dagster resolves a relative working_directory against the shell's cwd, not this file: the folder is written
+# absolute, so `dagster dev -w DIR/workspace.yaml` works from anywhere (rerun `mpq init` elsewhere if it moves)
 WORKSPACE = """load_from:
   - python_module:
       module_name: {package}.definitions
-      working_directory: .
+      working_directory: {folder}
       location_name: {package}
 """
 
@@ -144,7 +146,7 @@ def init_study(folder: str | Path, name: str = "my_study") -> list[Path]:
         package = f"study_{package}"
     files: Mapping[Path, str] = {
         folder / "pyproject.toml": PYPROJECT.format(package=package),
-        folder / "workspace.yaml": WORKSPACE.format(package=package),
+        folder / "workspace.yaml": WORKSPACE.format(package=package, folder=folder),
         folder / package / "__init__.py": "",
         folder / package / "definitions.py": DEFINITIONS.format(package=package),
         folder / package / "defs" / "__init__.py": "",
